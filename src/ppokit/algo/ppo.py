@@ -1,0 +1,280 @@
+"""PPO: the loss, and the algorithm's public steps (act, record, finish_rollout, update).
+
+This is the one place the PPO math lives. The trainer, the node executor and user loops all call
+these steps; none of them re-implements any of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ppokit.algo.gae import compute_gae
+from ppokit.algo.rollout import Minibatch, RolloutBuffer
+from ppokit.algo.schedules import LRSchedule
+from ppokit.config import TrainConfig, minibatch_size
+from ppokit.envs.base import StepResult
+from ppokit.nn.actor_critic import ActorCritic
+from ppokit.nn.normalization import RewardScaler
+
+ADV_EPS = 1e-8
+
+
+@dataclass
+class LossTerms:
+    loss: torch.Tensor
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    entropy: torch.Tensor
+    approx_kl: torch.Tensor
+    clip_fraction: torch.Tensor
+
+
+def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
+    return (advantages - advantages.mean()) / (advantages.std() + ADV_EPS)
+
+
+def ppo_loss(
+    model: ActorCritic,
+    mb: Minibatch,
+    clip_coef: float,
+    value_clip_coef: float | None,
+    vf_coef: float,
+    ent_coef: float,
+    normalize_minibatch_advantages: bool = False,
+) -> LossTerms:
+    """Clipped surrogate + (optionally clipped) value loss - entropy bonus, for one minibatch.
+
+    `value_clip_coef` None means an unclipped value loss.
+    """
+    log_probs, entropy, values = model.evaluate(mb.obs, mb.actions)
+    log_ratio = log_probs - mb.log_probs
+    ratio = log_ratio.exp()
+    advantages = (
+        normalize_advantages(mb.advantages) if normalize_minibatch_advantages else mb.advantages
+    )
+    policy_loss = torch.max(
+        -advantages * ratio, -advantages * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)
+    ).mean()
+    value_error = (values - mb.returns).square()
+    if value_clip_coef is not None:
+        clipped = mb.values + (values - mb.values).clamp(-value_clip_coef, value_clip_coef)
+        value_error = torch.max(value_error, (clipped - mb.returns).square())
+    value_loss = 0.5 * value_error.mean()
+    entropy_mean = entropy.mean()
+    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy_mean
+    with torch.no_grad():
+        # The low-variance estimator E[(r - 1) - log r] (Schulman), >= 0 for every sample.
+        approx_kl = ((ratio - 1.0) - log_ratio).mean()
+        clip_fraction = ((ratio - 1.0).abs() > clip_coef).float().mean()
+    return LossTerms(
+        loss,
+        policy_loss.detach(),
+        value_loss.detach(),
+        entropy_mean.detach(),
+        approx_kl,
+        clip_fraction,
+    )
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - Var[target - predicted] / Var[target] (nan when the target is constant)."""
+    var_target = target.var()
+    return 1.0 - (target - predicted).var() / var_target
+
+
+class PPO:
+    """The algorithm's state (model, optimizer, LR schedule, reward scaler, rollout buffer) and the
+    steps a training loop is made of.
+
+    A loop calls, per env step, `act(obs)` then `record(step_result)`; when `rollout_full`,
+    `finish_rollout(next_obs)` then `update()`.
+    """
+
+    def __init__(
+        self, model: ActorCritic, cfg: TrainConfig, device: torch.device, total_updates: int
+    ) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.algo = cfg.algo
+        self.device = device
+        self.num_envs = cfg.env.num_envs
+        self.minibatch_size = minibatch_size(cfg)
+        self.schedule = LRSchedule(cfg.algo, total_updates)
+        self.optimizer = make_optimizer(model, cfg)
+        self.reward_scaler = RewardScaler(
+            self.num_envs, cfg.algo.gamma, clip=cfg.env.reward_clip, enabled=cfg.env.scale_rewards
+        ).to(device)
+        dist = model.distribution
+        self.buffer = RolloutBuffer(
+            cfg.algo.num_steps,
+            self.num_envs,
+            (model.obs_dim,),
+            dist.action_shape,
+            dist.action_dtype,
+            device,
+        )
+        self.updates = 0
+
+    # --- rollout -------------------------------------------------------------------------------
+    @property
+    def rollout_full(self) -> bool:
+        return self.buffer.full
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Sample actions for raw observations, store them in the rollout, return env actions."""
+        normalized = self.model.normalize(obs)
+        actions, log_probs = self.model.act(normalized)
+        self.buffer.add_action(obs.reshape(obs.shape[0], -1), actions, log_probs)
+        return self.model.to_env(actions)
+
+    @torch.no_grad()
+    def record(self, step: StepResult) -> None:
+        """Store the outcome of the actions returned by the last `act`."""
+        if step.final_obs is not None:
+            # V(final observation) for envs whose episode ended now; used where it was truncated.
+            self.buffer.bootstrap_values[self.buffer.step] = self.model.value(
+                self.model.normalize(step.final_obs)
+            )
+        self.buffer.add_outcome(step.rewards, step.terminated, step.truncated)
+
+    @torch.no_grad()
+    def finish_rollout(self, next_obs: torch.Tensor) -> None:
+        """Values, reward scaling and GAE over the full rollout; `next_obs` follows its last step."""
+        b = self.buffer
+        if not b.full:
+            raise RuntimeError(
+                f"finish_rollout() needs a full rollout ({b.step}/{b.num_steps} steps recorded)"
+            )
+        T, N = b.num_steps, b.num_envs
+        obs = self.model.normalize(b.obs.flatten(0, 1))
+        b.values.copy_(self.model.value(obs).view(T, N))
+        last_values = self.model.value(self.model.normalize(next_obs))
+        next_values = torch.cat([b.values[1:], last_values.unsqueeze(0)])
+        next_values = torch.where(b.truncated, b.bootstrap_values, next_values)
+        dones = b.dones
+        rewards = self.reward_scaler.scale_rollout(b.rewards, dones)
+        advantages, returns = compute_gae(
+            rewards, b.values, next_values, b.terminated, dones, self.algo.gamma, self.algo.lam
+        )
+        b.advantages.copy_(advantages)
+        b.returns.copy_(returns)
+
+    # --- update ---------------------------------------------------------------------------------
+    def update(self) -> dict[str, float]:
+        """Epochs x minibatches of PPO on the finished rollout; returns metrics for logging."""
+        a = self.algo
+        b = self.buffer
+        if not self.schedule.adaptive:
+            self.set_lr(self.schedule.at_update(self.updates))
+        with torch.no_grad():
+            obs = self.model.normalize(b.obs.flatten(0, 1))
+            advantages = b.advantages.flatten()
+            if a.normalize_advantages and a.advantage_norm_scope == "batch":
+                advantages = normalize_advantages(advantages)
+        per_minibatch = a.normalize_advantages and a.advantage_norm_scope == "minibatch"
+        value_clip = (
+            (a.value_clip_coef if a.value_clip_coef is not None else a.clip_coef)
+            if a.clip_value_loss
+            else None
+        )
+        check_kl = a.kl_early_stop or self.schedule.adaptive
+        params = [p for p in self.model.parameters() if p.requires_grad]
+
+        sums = torch.zeros(5, device=self.device)  # policy, value, entropy, kl, clipfrac
+        steps = 0
+        epoch_kls: list[float] = []
+        stopped_early = False
+        for _ in range(a.num_epochs):
+            epoch_kl = torch.zeros((), device=self.device)
+            epoch_steps = 0
+            for mb in b.minibatches(obs, advantages, self.minibatch_size):
+                terms = ppo_loss(
+                    self.model, mb, a.clip_coef, value_clip, a.vf_coef, a.ent_coef, per_minibatch
+                )
+                if check_kl:
+                    kl = float(terms.approx_kl)
+                    if a.kl_early_stop and kl > a.target_kl:
+                        stopped_early = True
+                        break
+                    if self.schedule.adaptive:
+                        self.set_lr(self.schedule.after_kl(kl))
+                self.optimizer.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                if a.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(params, a.max_grad_norm, foreach=True)
+                self.optimizer.step()
+                sums += torch.stack(
+                    [
+                        terms.policy_loss,
+                        terms.value_loss,
+                        terms.entropy,
+                        terms.approx_kl,
+                        terms.clip_fraction,
+                    ]
+                )
+                epoch_kl += terms.approx_kl
+                steps += 1
+                epoch_steps += 1
+            if epoch_steps:
+                epoch_kls.append(float(epoch_kl) / epoch_steps)
+            if stopped_early:
+                break
+
+        self.model.obs_normalizer.update(b.obs.flatten(0, 1))
+        self.updates += 1
+        b.reset()
+        means = (sums / max(steps, 1)).tolist()
+        metrics = {
+            "losses/policy_loss": means[0],
+            "losses/value_loss": means[1],
+            "losses/entropy": means[2],
+            "losses/approx_kl": epoch_kls[-1] if epoch_kls else float("nan"),
+            "losses/clip_fraction": means[4],
+            "losses/explained_variance": float(
+                explained_variance(b.values.flatten(), b.returns.flatten())
+            ),
+            "losses/epochs_run": float(len(epoch_kls)),
+            "losses/early_stopped": float(stopped_early),
+            "charts/learning_rate": self.schedule.lr,
+        }
+        std = self.model.action_std()
+        if std is not None:
+            metrics["charts/action_std"] = float(std.detach().mean())
+        self.last_epoch_kls = epoch_kls
+        return metrics
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    # --- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "reward_scaler": self.reward_scaler.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.reward_scaler.load_state_dict(state["reward_scaler"])
+        self.updates = int(state["updates"])
+        self.set_lr(self.schedule.lr)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    a = cfg.algo
+    params = [p for p in model.parameters() if p.requires_grad]
+    if a.optimizer == "adamw":
+        return torch.optim.AdamW(
+            params, lr=a.lr, eps=a.adam_eps, weight_decay=a.weight_decay, foreach=True
+        )
+    return torch.optim.Adam(params, lr=a.lr, eps=a.adam_eps, foreach=True)

@@ -1,0 +1,92 @@
+"""Checkpoints: written atomically (temp file + rename), loaded with clear errors."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ppokit.errors import CheckpointError
+
+FORMAT = "ppokit-checkpoint"
+VERSION = 1
+LATEST = "latest.pt"
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same directory, fsync, then rename over `path`.
+
+    A kill at any moment leaves either the old file or the new one, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory (its checkpoints/latest.pt)."""
+    p = Path(path)
+    if p.is_dir():
+        for candidate in (p / "checkpoints" / LATEST, p / LATEST):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(
+            f"{str(p)!r} has no checkpoint (looked for checkpoints/{LATEST}); train it first or"
+            " pass a checkpoint file"
+        )
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+    return p
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load and sanity-check a ppokit checkpoint (file or run directory)."""
+    p = resolve_checkpoint(path)
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises many types for truncated/garbage files
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is corrupt or not a torch file ({type(e).__name__}); use another"
+            " checkpoint of the run (checkpoints/update_*.pt)"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{str(p)!r} is not a ppokit checkpoint")
+    if state.get("version", 0) > VERSION:
+        raise CheckpointError(
+            f"{str(p)!r} was written by a newer ppokit (format {state['version']})"
+        )
+    state["path"] = str(p)
+    return state
+
+
+def rng_state() -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,12 @@
+"""Environments behind one protocol: `VecEnv` (batched torch tensors)."""
+
+from ppokit.envs.base import StepResult, VecEnv
+from ppokit.envs.gym_env import GymVecEnv, check_env_id
+
+
+def make_env(cfg, device="cpu") -> VecEnv:
+    """Build the vectorized environment an EnvConfig describes."""
+    return GymVecEnv(cfg, device=device)
+
+
+__all__ = ["GymVecEnv", "StepResult", "VecEnv", "check_env_id", "make_env"]

@@ -1,0 +1,118 @@
+"""Gymnasium 1.x vector envs (sync or subprocess) behind the VecEnv protocol.
+
+The vector env runs in SAME_STEP autoreset mode: when an episode ends, `step` returns the first
+observation of the next episode and reports the observation it ended on in
+``infos["final_obs"]``. That is what truncation bootstrapping needs, without the extra dummy
+transition of the NEXT_STEP mode.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+from ppokit.config import EnvConfig
+from ppokit.envs.base import StepResult
+from ppokit.errors import EnvError
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise EnvError naming close registered ids when `env_id` is unknown."""
+    if env_id in gym.registry:
+        return
+    try:  # ids of other packages (e.g. "ale_py:ALE/Pong-v5") register on import inside gym.make
+        gym.spec(env_id)
+        return
+    except gym.error.Error:
+        pass
+    close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise EnvError(f"unknown environment id {env_id!r}{hint} (any registered Gymnasium id works)")
+
+
+def env_factory(
+    env_id: str, max_episode_steps: int | None, kwargs: dict, render_mode: str | None = None
+) -> Callable[[], gym.Env]:
+    def make() -> gym.Env:
+        extra = dict(kwargs)
+        if max_episode_steps is not None:
+            extra["max_episode_steps"] = max_episode_steps
+        if render_mode is not None:
+            extra["render_mode"] = render_mode
+        return gym.make(env_id, **extra)
+
+    return make
+
+
+class GymVecEnv:
+    """Adapts a Gymnasium vector env to batched torch tensors on `device`."""
+
+    def __init__(self, cfg: EnvConfig, device: torch.device | str = "cpu") -> None:
+        check_env_id(cfg.id)
+        self.device = torch.device(device)
+        self.num_envs = cfg.num_envs
+        self.env_id = cfg.id
+        fns = [env_factory(cfg.id, cfg.max_episode_steps, cfg.kwargs) for _ in range(cfg.num_envs)]
+        try:
+            if cfg.vectorization == "async":
+                self.env = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+            else:
+                self.env = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        except gym.error.Error as e:
+            raise EnvError(f"cannot build environment {cfg.id!r}: {e}") from None
+        self.observation_space = self.env.single_observation_space
+        self.action_space = self.env.single_action_space
+        self._discrete_actions = isinstance(
+            self.action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)
+        )
+        self._action_dtype = self.action_space.dtype
+        self.steps = 0
+
+    def _to_tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
+
+    def _check_finite(self, what: str, array: np.ndarray) -> None:
+        if not np.isfinite(array).all():
+            bad = np.argwhere(~np.isfinite(array.reshape(self.num_envs, -1)).all(axis=1))[:, 0]
+            raise EnvError(
+                f"{what} from env {self.env_id!r} contains NaN/inf at vector step {self.steps}"
+                f" in env index {bad.tolist()}; fix the env or wrap it to sanitise its output"
+            )
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        obs, _ = self.env.reset(seed=seed)
+        self._check_finite("observation", obs)
+        return self._to_tensor(obs)
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        actions_np = actions.detach().cpu().numpy()
+        if self._discrete_actions:
+            actions_np = actions_np.astype(self._action_dtype, copy=False)
+        obs, rewards, terminated, truncated, infos = self.env.step(actions_np)
+        self.steps += 1
+        self._check_finite("observation", obs)
+        self._check_finite("reward", np.asarray(rewards, dtype=np.float64))
+        final_obs = None
+        ended = terminated | truncated
+        if ended.any():
+            final = np.array(obs, dtype=np.float32, copy=True)
+            for i in np.flatnonzero(ended):
+                final[i] = infos["final_obs"][i]
+            self._check_finite("final observation", final)
+            final_obs = self._to_tensor(final)
+        return StepResult(
+            obs=self._to_tensor(obs),
+            rewards=torch.as_tensor(np.asarray(rewards, dtype=np.float32), device=self.device),
+            terminated=torch.as_tensor(terminated, device=self.device),
+            truncated=torch.as_tensor(truncated, device=self.device),
+            final_obs=final_obs,
+            infos=infos,
+        )
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,17 @@
+"""Errors that reach the user as one line naming the problem and the fix."""
+
+
+class PPOKitError(Exception):
+    """Base class: the CLI prints these as `error: <message>` without a traceback."""
+
+
+class ConfigError(PPOKitError, ValueError):
+    """A config key, value or combination is invalid."""
+
+
+class EnvError(PPOKitError):
+    """The environment cannot be built, or produced data the trainer cannot use."""
+
+
+class CheckpointError(PPOKitError):
+    """A checkpoint is missing, corrupt or incompatible with the config."""

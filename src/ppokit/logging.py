@@ -1,0 +1,121 @@
+"""Run logging: TensorBoard and CSV always, Weights & Biases on request, and console progress."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ppokit.config import LogConfig
+
+
+class CSVWriter:
+    """metrics.csv with one row per update; the header grows (file rewritten) if new keys appear."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.columns: list[str] = []
+        if path.exists():  # resuming: keep the rows written so far
+            with path.open() as f:
+                self.columns = next(csv.reader(f), [])
+
+    def write(self, row: dict[str, Any]) -> None:
+        new = [k for k in row if k not in self.columns]
+        if new:
+            rows = []
+            if self.path.exists() and self.columns:
+                with self.path.open() as f:
+                    rows = list(csv.DictReader(f))
+            self.columns += new
+            with self.path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.columns)
+                writer.writeheader()
+                writer.writerows(rows)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns).writerow(row)
+
+
+class Progress:
+    """A rich progress bar on a terminal; periodic one-line summaries elsewhere (CI, pipes)."""
+
+    def __init__(self, total_steps: int, start_step: int, enabled: bool) -> None:
+        self.total = total_steps
+        self.enabled = enabled
+        self.live = enabled and sys.stdout.isatty()
+        self.last_print = 0.0
+        self.bar = None
+        if self.live:
+            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+                TextColumn("{task.fields[sps]:>7,.0f} SPS"),
+                TextColumn("return {task.fields[ret]}"),
+                TimeRemainingColumn(),
+            )
+            self.task = self.bar.add_task(
+                "train", total=total_steps, completed=start_step, sps=0.0, ret="-"
+            )
+            self.bar.start()
+
+    def update(self, step: int, sps: float, mean_return: float | None) -> None:
+        ret = f"{mean_return:.1f}" if mean_return is not None else "-"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
+        elif self.enabled and (time.monotonic() - self.last_print > 10 or step >= self.total):
+            self.last_print = time.monotonic()
+            pct = 100.0 * step / self.total
+            eta = (self.total - step) / sps if sps > 0 else float("nan")
+            print(
+                f"step {step:,}/{self.total:,} ({pct:.0f}%)  {sps:,.0f} SPS  return {ret}  ETA {eta:.0f}s",
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+class RunLogger:
+    """Writes scalar metrics of each update to TensorBoard, CSV and optionally W&B."""
+
+    def __init__(self, run_dir: Path, cfg: LogConfig, config_dict: dict, run_name: str) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = run_dir
+        self.tb = SummaryWriter(log_dir=str(run_dir))
+        self.csv = CSVWriter(run_dir / "metrics.csv")
+        self.wandb_run = None
+        if cfg.wandb and cfg.wandb_mode != "disabled":
+            try:
+                import wandb
+            except ImportError:
+                raise ImportError(
+                    "--log.wandb needs the wandb package: pip install 'ppokit[wandb]'"
+                ) from None
+            self.wandb_run = wandb.init(
+                project=cfg.wandb_project,
+                name=run_name,
+                config=config_dict,
+                dir=str(run_dir),
+                mode=cfg.wandb_mode,
+                resume="allow",
+                id=run_name.replace("/", "-"),
+            )
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.tb.add_scalar(key, value, step)
+        self.csv.write({"global_step": step, **metrics})
+        if self.wandb_run is not None:
+            self.wandb_run.log(metrics, step=step)
+
+    def close(self) -> None:
+        self.tb.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()

@@ -1,0 +1,143 @@
+"""Running statistics that are part of the model: observation normalization and reward scaling.
+
+Statistics are kept in float64 so that merging a small batch into millions of samples does not
+lose the update to rounding; the forward pass uses float32 copies refreshed after each update.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RunningMeanStd(nn.Module):
+    """Mean and (population) variance over every sample seen, merged batch by batch exactly.
+
+    The merge is the parallel algorithm of Chan et al.: for batches A and B,
+    mean = mean_A + delta * n_B / n, M2 = M2_A + M2_B + delta^2 * n_A * n_B / n.
+    """
+
+    def __init__(self, shape: tuple[int, ...] | torch.Size = ()) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Merge a batch `x` of shape [B, *shape]."""
+        x = x.reshape(-1, *self.mean.shape).to(torch.float64)
+        if x.shape[0] == 0:
+            return
+        batch_mean = x.mean(dim=0)
+        batch_var = x.var(dim=0, unbiased=False)
+        self.merge(
+            batch_mean,
+            batch_var,
+            torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device),
+        )
+
+    @torch.no_grad()
+    def merge(
+        self, batch_mean: torch.Tensor, batch_var: torch.Tensor, batch_count: torch.Tensor
+    ) -> None:
+        """Merge statistics (mean, population var, count) of another set of samples."""
+        total = self.count + batch_count
+        delta = batch_mean - self.mean
+        new_mean = self.mean + delta * (batch_count / total)
+        m2 = (
+            self.var * self.count
+            + batch_var * batch_count
+            + delta.square() * (self.count * batch_count / total)
+        )
+        self.mean.copy_(new_mean)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+
+class ObservationNormalizer(nn.Module):
+    """(x - mean) / std, clipped; statistics updated explicitly (never inside forward)."""
+
+    def __init__(
+        self, shape: tuple[int, ...], clip: float = 10.0, enabled: bool = True, eps: float = 1e-8
+    ) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.clip = clip
+        self.eps = eps
+        self.rms = RunningMeanStd(shape)
+        # float32 copies used by forward (and by exported graphs); derived, so not saved.
+        self.register_buffer("_mean32", torch.zeros(shape), persistent=False)
+        self.register_buffer("_inv_std32", torch.ones(shape), persistent=False)
+        self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        return ((x - self._mean32) * self._inv_std32).clamp(-self.clip, self.clip)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        if self.enabled:
+            self.rms.update(x)
+            self._refresh()
+
+    @torch.no_grad()
+    def _refresh(self) -> None:
+        self._mean32.copy_(self.rms.mean)
+        self._inv_std32.copy_(torch.rsqrt(self.rms.var + self.eps))
+
+
+def _refresh_after_load(module: ObservationNormalizer, incompatible_keys: object) -> None:
+    module._refresh()
+
+
+class RewardScaler(nn.Module):
+    """Divide rewards by the running std of the discounted return (return-based scaling).
+
+    Each env keeps a discounted return G <- gamma * G * (1 - done_prev) + r; the std of all G seen
+    so far scales the rewards. The mean is not subtracted, so the sign of rewards is preserved.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        gamma: float,
+        clip: float = 10.0,
+        enabled: bool = True,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.gamma = gamma
+        self.clip = clip
+        self.eps = eps
+        self.rms = RunningMeanStd(())
+        self.register_buffer("returns", torch.zeros(num_envs))
+
+    @torch.no_grad()
+    def scale_rollout(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        """Update the statistics with a [T, N] rollout and return its scaled rewards.
+
+        The whole rollout is scaled with the statistics after it is merged, so every reward of one
+        batch shares one scale.
+        """
+        if not self.enabled:
+            return rewards
+        # G_t = r_t + gamma * (1 - done_{t-1}) * G_{t-1}; one fused op per step.
+        continues = 1.0 - dones.to(rewards.dtype)
+        carry = torch.cat([torch.ones_like(continues[:1]), continues[:-1]]) * self.gamma
+        returns = torch.empty_like(rewards)
+        previous = self.returns
+        for t in range(rewards.shape[0]):
+            previous = torch.addcmul(rewards[t], previous, carry[t], out=returns[t])
+        self.returns.copy_(returns[-1] * continues[-1])
+        self.rms.update(returns)
+        scaled = rewards * torch.rsqrt(self.rms.var + self.eps).to(rewards.dtype)
+        if self.clip > 0:
+            scaled = scaled.clamp(-self.clip, self.clip)
+        return scaled
+
+    def reset(self) -> None:
+        """Forget the per-env running returns (new episodes everywhere), keep the statistics."""
+        self.returns.zero_()

@@ -1,0 +1,302 @@
+"""The training loop: collect, GAE, update, log, checkpoint, resume.
+
+`Trainer.train()` reads top to bottom like a single-file PPO; each step it calls (PPO.act,
+PPO.record, PPO.finish_rollout, PPO.update) is public and also used by other loops.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ppokit import checkpoint as ckpt
+from ppokit.algo.ppo import PPO
+from ppokit.config import TrainConfig, from_dict, save_config, to_dict
+from ppokit.envs import make_env
+from ppokit.episodes import EpisodeTracker
+from ppokit.errors import CheckpointError
+from ppokit.evaluate import evaluate_policy, policy_fn
+from ppokit.logging import Progress, RunLogger
+from ppokit.nn.actor_critic import ActorCritic
+
+# Config fields that must match to resume: they define the shapes and meaning of saved state.
+RESUME_MUST_MATCH = ("env.id", "env.normalize_obs", "policy", "algo.optimizer")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from ppokit.errors import ConfigError
+
+        raise ConfigError(
+            f"device {name!r} requested but CUDA is not available; use --device cpu or auto"
+        )
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    global_step: int
+    updates: int
+    mean_return: float | None
+    eval: dict | None
+    interrupted: bool = False
+
+
+class Trainer:
+    """Builds env, model and algorithm from a config and runs (or resumes) training."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: str | Path | None = None,
+        resume: str | Path | None = None,
+        callbacks: list[Callable[[Trainer, dict], None]] | None = None,
+    ) -> None:
+        state = ckpt.load_checkpoint(resume) if resume is not None else None
+        if state is not None:
+            check_resume_compatible(state["config"], cfg)
+        self.cfg = cfg
+        self.callbacks = list(callbacks or [])
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.env = make_env(cfg.env, self.device)
+        self.model = ActorCritic(
+            self.env.observation_space,
+            self.env.action_space,
+            cfg.policy,
+            normalize_obs=cfg.env.normalize_obs,
+            obs_clip=cfg.env.obs_clip,
+        ).to(self.device)
+        self.steps_per_update = cfg.algo.num_steps * cfg.env.num_envs
+        self.total_updates = math.ceil(cfg.total_steps / self.steps_per_update)
+        self.ppo = PPO(self.model, cfg, self.device, self.total_updates)
+        self.episodes = EpisodeTracker(cfg.env.num_envs, cfg.log.episode_window, self.device)
+        self.global_step = 0
+        if state is not None:
+            self._load_state(state)
+            self.run_dir = Path(run_dir) if run_dir else Path(state["path"]).resolve().parent.parent
+        else:
+            self.run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        self.logger: RunLogger | None = None
+        self.stop_requested = False
+
+    # --- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": ckpt.FORMAT,
+            "version": ckpt.VERSION,
+            "config": to_dict(self.cfg),
+            "ppo": self.ppo.state_dict(),
+            "global_step": self.global_step,
+            "episodes": self.episodes.state_dict(),
+            "rng": ckpt.rng_state(),
+            "spaces": {
+                "observation": repr(self.env.observation_space),
+                "action": repr(self.env.action_space),
+            },
+        }
+
+    def _load_state(self, state: dict) -> None:
+        spaces = {
+            "observation": repr(self.env.observation_space),
+            "action": repr(self.env.action_space),
+        }
+        if state["spaces"] != spaces:
+            raise CheckpointError(
+                f"cannot resume: the checkpoint's spaces {state['spaces']} differ from the env's {spaces}"
+            )
+        self.ppo.load_state_dict(state["ppo"])
+        self.global_step = int(state["global_step"])
+        self.episodes.load_state_dict(state["episodes"])
+        ckpt.set_rng_state(state["rng"])
+        # Envs restart episodes at resume, so per-env running returns start over too.
+        self.ppo.reward_scaler.reset()
+
+    def save_checkpoint(self) -> Path:
+        state = self.state_dict()
+        folder = self.run_dir / "checkpoints"
+        path = folder / f"update_{self.ppo.updates:06d}.pt"
+        ckpt.save_atomic(state, path)
+        ckpt.save_atomic(state, folder / ckpt.LATEST)
+        periodic = sorted(folder.glob("update_*.pt"))
+        for old in periodic[: max(0, len(periodic) - max(1, self.cfg.log.keep_checkpoints))]:
+            old.unlink(missing_ok=True)
+        return path
+
+    # --- the loop -------------------------------------------------------------------------------
+    def collect(self, obs: torch.Tensor) -> torch.Tensor:
+        """Fill the rollout buffer from `obs` on; returns the observation after the last step.
+
+        Returns early (buffer not full) when a stop was requested.
+        """
+        while not self.ppo.rollout_full and not self.stop_requested:
+            actions = self.ppo.act(obs)
+            step = self.env.step(actions)
+            self.ppo.record(step)
+            obs = step.obs
+        if self.ppo.rollout_full:
+            self.global_step += self.steps_per_update
+        return obs
+
+    def request_stop(self, *_: Any) -> None:
+        """Finish at the next step boundary and write a checkpoint (first Ctrl-C / SIGTERM)."""
+        if self.stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+    def train(self) -> TrainResult:
+        cfg = self.cfg
+        self.logger = RunLogger(self.run_dir, cfg.log, to_dict(cfg), self.run_dir.name)
+        progress = Progress(
+            self.total_updates * self.steps_per_update, self.global_step, cfg.log.progress
+        )
+        self.stop_requested = False
+        handlers = install_stop_handlers(self.request_stop)
+        # A fresh run starts from the configured seed; a resumed run from one derived from its
+        # update count, so two resumes of one checkpoint are identical.
+        obs = self.env.reset(seed=cfg.seed + 1_000_003 * self.ppo.updates)
+        start_time, start_step = time.perf_counter(), self.global_step
+        try:
+            while self.ppo.updates < self.total_updates and not self.stop_requested:
+                t0 = time.perf_counter()
+                obs = self.collect(obs)
+                if self.stop_requested:
+                    break
+                t1 = time.perf_counter()
+                self.episodes.add_rollout(self.ppo.buffer.rewards, self.ppo.buffer.dones)
+                self.ppo.finish_rollout(obs)
+                metrics = self.ppo.update()
+                t2 = time.perf_counter()
+                sps = (self.global_step - start_step) / (time.perf_counter() - start_time)
+                metrics.update(self._episode_metrics())
+                metrics.update(
+                    {"charts/SPS": sps, "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
+                )
+                self.logger.log(self.global_step, metrics)
+                progress.update(self.global_step, sps, self.episodes.mean_return())
+                for callback in self.callbacks:
+                    callback(self, metrics)
+                every = cfg.log.checkpoint_every
+                if (
+                    every
+                    and self.ppo.updates % every == 0
+                    and self.ppo.updates < self.total_updates
+                ):
+                    self.save_checkpoint()
+        finally:
+            restore_handlers(handlers)
+            progress.close()
+        interrupted = self.stop_requested
+        # A stop mid-rollout discards the partial rollout: checkpoints fall on update boundaries.
+        self.ppo.buffer.reset()
+        path = self.save_checkpoint()
+        eval_result = None
+        if not interrupted and cfg.eval.episodes > 0:
+            eval_result = self.evaluate(cfg.eval.episodes)
+            (self.run_dir / "eval.json").write_text(json.dumps(eval_result, indent=2))
+            self.logger.log(self.global_step, {"eval/mean_return": eval_result["mean_return"]})
+        self.logger.close()
+        self.env.close()
+        if interrupted:
+            print(f"interrupted: checkpoint written to {path}", flush=True)
+        return TrainResult(
+            self.run_dir,
+            self.global_step,
+            self.ppo.updates,
+            self.episodes.mean_return(),
+            eval_result,
+            interrupted,
+        )
+
+    def evaluate(self, episodes: int, deterministic: bool = True, seed: int | None = None) -> dict:
+        """Deterministic evaluation on fresh envs (seeded apart from the training envs)."""
+        self.model.eval()
+        try:
+            seed = self.cfg.seed + 10_000 if seed is None else seed
+            return evaluate_policy(
+                policy_fn(self.model, deterministic), self.cfg.env, episodes, seed, self.device
+            )
+        finally:
+            self.model.train()
+
+    def _episode_metrics(self) -> dict[str, float]:
+        out = {}
+        mean_return = self.episodes.mean_return()
+        if mean_return is not None:
+            out["charts/episode_return"] = mean_return
+            out["charts/episode_length"] = self.episodes.mean_length()
+        return out
+
+
+def install_stop_handlers(handler: Callable[..., None]) -> dict:
+    """Route SIGINT/SIGTERM to `handler` (main thread only); returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def restore_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stem = (
+        cfg.log.run_name
+        or f"{cfg.preset or cfg.env.id.replace('/', '_')}_s{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    path = Path(cfg.log.root) / stem
+    suffix = 1
+    while path.exists() and not cfg.log.run_name:
+        suffix += 1
+        path = Path(cfg.log.root) / f"{stem}-{suffix}"
+    return path
+
+
+def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
+    """Raise CheckpointError listing config fields that differ where resuming needs them equal."""
+    saved_cfg = from_dict(saved, where="checkpoint config")
+    now, then = to_dict(cfg), to_dict(saved_cfg)
+    diffs = []
+    for key in RESUME_MUST_MATCH:
+        section, _, leaf = key.partition(".")
+        a, b = (
+            (then[section], now[section]) if not leaf else (then[section][leaf], now[section][leaf])
+        )
+        if isinstance(a, dict):
+            diffs += [
+                f"{section}.{k}: checkpoint {a[k]!r}, config {b[k]!r}" for k in a if a[k] != b[k]
+            ]
+        elif a != b:
+            diffs.append(f"{key}: checkpoint {a!r}, config {b!r}")
+    if diffs:
+        raise CheckpointError("cannot resume with an incompatible config: " + "; ".join(diffs))
