@@ -6,6 +6,7 @@ these steps; none of them re-implements any of it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -116,7 +117,31 @@ class PPO:
             dist.action_dtype,
             device,
         )
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        a = cfg.algo
+        self.loss_kwargs = {
+            "clip_coef": a.clip_coef,
+            "value_clip_coef": (a.value_clip_coef if a.value_clip_coef is not None else a.clip_coef)
+            if a.clip_value_loss
+            else None,
+            "vf_coef": a.vf_coef,
+            "ent_coef": a.ent_coef,
+            "normalize_minibatch_advantages": a.normalize_advantages
+            and a.advantage_norm_scope == "minibatch",
+        }
+        self.compiled = self._build_compiled_step() if a.compile else None
         self.updates = 0
+
+    def _build_compiled_step(self):
+        from ppokit.algo.compiled_step import CompiledStep, compile_available
+
+        ok, why = compile_available()
+        if not ok:
+            warnings.warn(f"algo.compile: {why}; using the eager update", stacklevel=2)
+            return None
+        return CompiledStep(
+            self.model, self.optimizer, ppo_loss, self.loss_kwargs, self.algo.max_grad_norm
+        )
 
     # --- rollout -------------------------------------------------------------------------------
     @property
@@ -175,15 +200,7 @@ class PPO:
             advantages = b.advantages.flatten()
             if a.normalize_advantages and a.advantage_norm_scope == "batch":
                 advantages = normalize_advantages(advantages)
-        per_minibatch = a.normalize_advantages and a.advantage_norm_scope == "minibatch"
-        value_clip = (
-            (a.value_clip_coef if a.value_clip_coef is not None else a.clip_coef)
-            if a.clip_value_loss
-            else None
-        )
         check_kl = a.kl_early_stop or self.schedule.adaptive
-        params = [p for p in self.model.parameters() if p.requires_grad]
-
         sums = torch.zeros(5, device=self.device)  # policy, value, entropy, kl, clipfrac
         steps = 0
         epoch_kls: list[float] = []
@@ -192,31 +209,12 @@ class PPO:
             epoch_kl = torch.zeros((), device=self.device)
             epoch_steps = 0
             for mb in b.minibatches(obs, advantages, self.minibatch_size):
-                terms = ppo_loss(
-                    self.model, mb, a.clip_coef, value_clip, a.vf_coef, a.ent_coef, per_minibatch
-                )
-                if check_kl:
-                    kl = float(terms.approx_kl)
-                    if a.kl_early_stop and kl > a.target_kl:
-                        stopped_early = True
-                        break
-                    if self.schedule.adaptive:
-                        self.set_lr(self.schedule.after_kl(kl))
-                self.optimizer.zero_grad(set_to_none=True)
-                terms.loss.backward()
-                if a.max_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(params, a.max_grad_norm, foreach=True)
-                self.optimizer.step()
-                sums += torch.stack(
-                    [
-                        terms.policy_loss,
-                        terms.value_loss,
-                        terms.entropy,
-                        terms.approx_kl,
-                        terms.clip_fraction,
-                    ]
-                )
-                epoch_kl += terms.approx_kl
+                terms = self._minibatch_step(mb, check_kl)
+                if terms is None:
+                    stopped_early = True
+                    break
+                sums += terms
+                epoch_kl += terms[3]
                 steps += 1
                 epoch_steps += 1
             if epoch_steps:
@@ -246,6 +244,46 @@ class PPO:
             metrics["charts/action_std"] = float(std.detach().mean())
         self.last_epoch_kls = epoch_kls
         return metrics
+
+    def _minibatch_step(self, mb: Minibatch, check_kl: bool) -> torch.Tensor | None:
+        """One gradient step; None (and no step) when the KL early stop fires.
+
+        Returns the stacked (policy loss, value loss, entropy, approx KL, clip fraction).
+        """
+        a = self.algo
+        if self.compiled is not None:
+            if not check_kl:
+                return torch.stack(self.compiled.step(mb, self.schedule.lr))
+            grads, aux = self.compiled.gradients(mb)
+            if not self._kl_allows_step(float(aux[3])):
+                return None
+            self.compiled.apply(grads, self.schedule.lr)
+            return torch.stack(aux)
+        terms = ppo_loss(self.model, mb, **self.loss_kwargs)
+        if check_kl and not self._kl_allows_step(float(terms.approx_kl)):
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        if a.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.params, a.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        return torch.stack(
+            [
+                terms.policy_loss,
+                terms.value_loss,
+                terms.entropy,
+                terms.approx_kl,
+                terms.clip_fraction,
+            ]
+        )
+
+    def _kl_allows_step(self, kl: float) -> bool:
+        """KL early stop (False: end the update) and the adaptive LR, before the optimizer step."""
+        if self.algo.kl_early_stop and kl > self.algo.target_kl:
+            return False
+        if self.schedule.adaptive:
+            self.set_lr(self.schedule.after_kl(kl))
+        return True
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
