@@ -81,28 +81,36 @@ class CompiledStep:
             group.get("decoupled_weight_decay")
         )
         self.max_grad_norm = max_grad_norm
-        self._init_state()
         self.device = self.params[0].device
+        self._lr = torch.zeros((), device=self.device)
+        self._lr_value: float | None = None
+        self.refresh()
         self._gradients = torch.compile(self._gradients_impl, dynamic=False)
         self._apply = torch.compile(self._apply_impl, dynamic=False)
         self._step = torch.compile(self._step_impl, dynamic=False)
 
-    def _init_state(self) -> None:
-        """Create the optimizer's per-parameter state the way torch.optim.Adam does lazily."""
+    def refresh(self) -> None:
+        """(Re)bind the optimizer state tensors; call after optimizer.load_state_dict."""
         for p in self.params:
             state = self.optimizer.state[p]
-            if not state:
+            if not state:  # created the way torch.optim.Adam does on its first step
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def _state_lists(self) -> tuple[list, list, list]:
         states = [self.optimizer.state[p] for p in self.params]
-        return (
+        self._state = (
             [s["exp_avg"] for s in states],
             [s["exp_avg_sq"] for s in states],
             [s["step"] for s in states],
         )
+        # Detached aliases of the parameters: the graphs read them and update them in place.
+        self._param_dict = {n: p.detach() for n, p in zip(self.names, self.params)}
+
+    def _lr_tensor(self, lr: float) -> torch.Tensor:
+        if lr != self._lr_value:
+            self._lr.fill_(lr)
+            self._lr_value = lr
+        return self._lr
 
     # --- graph bodies -----------------------------------------------------------------------------
     def _loss_of(self, params: dict, tensors: tuple) -> tuple[torch.Tensor, tuple]:
@@ -149,25 +157,17 @@ class CompiledStep:
         return loss, aux
 
     # --- public -----------------------------------------------------------------------------------
-    def _params(self) -> dict:
-        return {n: p.detach() for n, p in zip(self.names, self.params)}
-
     @staticmethod
     def _tensors(mb: Minibatch) -> tuple:
         return (mb.obs, mb.actions, mb.log_probs, mb.values, mb.advantages, mb.returns)
 
     def gradients(self, mb: Minibatch) -> tuple[list[torch.Tensor], tuple]:
-        grads, (loss, aux) = self._gradients(self._params(), self._tensors(mb))
+        grads, (loss, aux) = self._gradients(self._param_dict, self._tensors(mb))
         return [grads[n] for n in self.names], aux
 
     def apply(self, grads: list[torch.Tensor], lr: float) -> None:
-        self._apply(grads, torch.tensor(lr, device=self.device), *self._state_lists())
+        self._apply(grads, self._lr_tensor(lr), *self._state)
 
     def step(self, mb: Minibatch, lr: float) -> tuple:
-        _, aux = self._step(
-            self._params(),
-            self._tensors(mb),
-            torch.tensor(lr, device=self.device),
-            *self._state_lists(),
-        )
+        _, aux = self._step(self._param_dict, self._tensors(mb), self._lr_tensor(lr), *self._state)
         return aux

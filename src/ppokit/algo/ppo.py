@@ -302,6 +302,8 @@ class PPO:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.compiled is not None:
+            self.compiled.refresh()
         self.schedule.load_state_dict(state["schedule"])
         self.reward_scaler.load_state_dict(state["reward_scaler"])
         self.updates = int(state["updates"])
