@@ -132,6 +132,9 @@ class Trainer:
                 f"cannot resume: the checkpoint's spaces {state['spaces']} differ from the env's {spaces}"
             )
         self.ppo.load_state_dict(state["ppo"])
+        # The LR schedule spans this config's run length: a resume that extends total_steps must
+        # not keep the saved horizon (a linear schedule would sit at LR 0 for the extension).
+        self.ppo.schedule.total_updates = max(1, self.total_updates)
         self.global_step = int(state["global_step"])
         self.episodes.load_state_dict(state["episodes"])
         ckpt.set_rng_state(state["rng"])

@@ -9,6 +9,7 @@ transition of the NEXT_STEP mode.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -25,7 +26,18 @@ def check_env_id(env_id: str) -> None:
     """Raise EnvError naming close registered ids when `env_id` is unknown."""
     if env_id in gym.registry:
         return
-    try:  # ids of other packages (e.g. "ale_py:ALE/Pong-v5") register on import inside gym.make
+    module, _, name = env_id.rpartition(":")
+    if module:  # "ale_py:ALE/Pong-v5": importing the module registers the id (as gym.make does)
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise EnvError(
+                f"cannot import module {module!r} of environment id {env_id!r}: {e}"
+            ) from None
+        env_id = name
+        if env_id in gym.registry:
+            return
+    try:
         gym.spec(env_id)
         return
     except gym.error.Error:

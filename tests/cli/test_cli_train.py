@@ -1,0 +1,274 @@
+"""`ppokit train` end to end, through the real command in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppokit import checkpoint as ckpt
+from ppokit import config as C
+from ppokit_testutil import TINY_FLAGS, cli_env
+
+METRIC_COLUMNS = [
+    "global_step",
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/entropy",
+    "losses/approx_kl",
+    "losses/clip_fraction",
+    "losses/explained_variance",
+    "charts/learning_rate",
+    "charts/action_std",
+    "charts/SPS",
+    "charts/episode_return",
+    "charts/episode_length",
+]
+
+
+def ppokit(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ppokit", *args],
+        cwd=cwd,
+        env=cli_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_metrics(run_dir: Path) -> tuple[list[str], list[dict]]:
+    with (run_dir / "metrics.csv").open() as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def run_directory(stdout: str) -> Path:
+    match = re.search(r"^run directory: (.+)$", stdout, re.MULTILINE)
+    assert match, stdout
+    return Path(match.group(1))
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    err = proc.stderr
+    assert "Traceback" not in err and "Traceback" not in proc.stdout
+    assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert "run directory:" not in proc.stdout
+    return err
+
+
+TINY_UPDATES = 4
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One tiny Pendulum run through the CLI: 4 updates of 2 envs x 16 steps."""
+    cwd = tmp_path_factory.mktemp("tiny")
+    proc = ppokit(
+        "train",
+        *TINY_FLAGS,
+        "--total_steps", str(TINY_UPDATES * 32),
+        "--log.root", str(cwd / "runs"),
+        "--log.run_name", "tiny",
+        "--log.checkpoint_every", "2",
+        "--seed", "3",
+        cwd=cwd,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return cwd / "runs" / "tiny", proc
+
+
+def test_tiny_run_writes_every_output(tiny_run):
+    run_dir, proc = tiny_run
+    assert run_directory(proc.stdout).resolve() == run_dir.resolve()
+    assert "Traceback" not in proc.stderr
+    # The fully resolved config: preset values, flags on top.
+    cfg = C.load_config(config_file=run_dir / "config.yaml")
+    preset = C.load_config(preset="pendulum")
+    assert cfg.preset == "pendulum" and cfg.env.id == "Pendulum-v1"
+    assert cfg.env.num_envs == 2 and cfg.algo.num_steps == 16 and cfg.seed == 3  # flags
+    assert cfg.policy.actor_hidden == [16] and cfg.algo.num_epochs == 2  # flags
+    assert cfg.algo.gamma == preset.algo.gamma and cfg.algo.lr == preset.algo.lr  # preset
+    columns, rows = read_metrics(run_dir)
+    for column in METRIC_COLUMNS:
+        assert column in columns, column
+    assert [int(r["global_step"]) for r in rows] == [32 * k for k in range(1, TINY_UPDATES + 1)]
+    # Episodes (20 steps) finish within the run, so the return is logged.
+    assert float(rows[-1]["charts/episode_return"]) < 0
+    assert float(rows[0]["charts/learning_rate"]) == pytest.approx(cfg.algo.lr)
+    assert float(rows[0]["charts/SPS"]) > 0
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    assert state["global_step"] == TINY_UPDATES * 32 and state["ppo"]["updates"] == TINY_UPDATES
+    assert (run_dir / "checkpoints" / "update_000002.pt").is_file()
+    assert str(run_dir) in proc.stdout.splitlines()[-1]
+
+
+def test_tensorboard_events_hold_the_metrics(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = tiny_run
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"losses/approx_kl", "charts/learning_rate", "charts/episode_return"} <= tags
+    assert [e.step for e in events.Scalars("losses/approx_kl")] == [32, 64, 96, 128]
+
+
+def test_help_documents_every_config_field(tmp_path):
+    # Also the check that `python -m ppokit` works (every test here runs it that way).
+    proc = ppokit("train", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    squashed = "".join(proc.stdout.split())  # immune to line wrapping
+    for name, _, f in C.iter_fields():
+        if name in ("preset",):  # set with --preset, which is documented itself
+            assert "--preset" in proc.stdout
+            continue
+        assert f"--{name} " in proc.stdout or f"--{name}\n" in proc.stdout, name
+        assert "".join(C.field_help(f).split()) in squashed, name
+    assert "--resume" in proc.stdout and "--config" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--algo.lrr", "1e-3"], ["unknown config key 'algo.lrr'", "did you mean algo.lr"]),
+        (["--env.num_envs", "two"], ["env.num_envs: expected an integer, got 'two'"]),
+        (["--env", "Pendulm-v1"], ["unknown environment id 'Pendulm-v1'", "Pendulum-v1"]),
+        (["--preset", "pendulm"], ["unknown preset 'pendulm'", "available: ", "pendulum"]),
+        (
+            ["--env", "ppokit_test_envs:ppokit-test/MatrixAction-v0"],
+            ["Box action space of shape (2, 2) is not supported"],
+        ),
+        (["--resume", "missing-run"], ["does not exist"]),
+    ],
+    ids=[
+        "unknown-flag",
+        "wrong-type",
+        "unknown-env",
+        "unknown-preset",
+        "unsupported-box",
+        "missing-checkpoint",
+    ],
+)
+def test_bad_input_is_a_one_line_error(tmp_path, args, fragments):
+    proc = ppokit("train", *TINY_FLAGS, "--log.root", str(tmp_path / "runs"), *args, cwd=tmp_path)
+    assert_clean_error(proc, *fragments)
+    assert not (tmp_path / "runs").exists()  # nothing half-made on disk
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(b"\x80\x02not a checkpoint at all" * 10)
+    assert_clean_error(ppokit("train", "--resume", str(path), cwd=tmp_path), "corrupt")
+
+
+def test_resume_with_incompatible_config_is_a_one_line_error(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    proc = ppokit(
+        "train", "--resume", str(run_dir), "--policy.actor_hidden", "[32,32]", cwd=tmp_path
+    )
+    assert_clean_error(proc, "incompatible", "policy.actor_hidden")
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_resume_continues_the_run(tiny_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "tiny"
+    shutil.copytree(tiny_run[0], run_dir)
+    _, rows_before = read_metrics(run_dir)
+    proc = ppokit("train", "--resume", str(run_dir), "--total_steps", str(8 * 32), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert run_directory(proc.stdout).resolve() == run_dir.resolve()
+    state = ckpt.load_checkpoint(run_dir)
+    assert state["global_step"] == 8 * 32 and state["ppo"]["updates"] == 8
+    cfg = C.load_config(config_file=run_dir / "config.yaml")
+    assert cfg.total_steps == 8 * 32 and cfg.env.num_envs == 2  # saved config + the new flag
+    _, rows = read_metrics(run_dir)
+    assert rows[:TINY_UPDATES] == rows_before  # earlier rows kept
+    assert [int(r["global_step"]) for r in rows] == [32 * k for k in range(1, 9)]
+    # The linear schedule continues (lr * (1 - k/8) for update k), it does not restart.
+    assert cfg.algo.lr_schedule == "linear"
+    assert float(rows[TINY_UPDATES]["charts/learning_rate"]) == pytest.approx(cfg.algo.lr * 0.5)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path):
+    run_dir = tmp_path / "runs" / "long"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "ppokit", "train", *TINY_FLAGS,
+            "--total_steps", "10000000",
+            "--log.root", str(tmp_path / "runs"),
+            "--log.run_name", "long",
+            "--log.checkpoint_every", "0",
+        ],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            metrics = run_dir / "metrics.csv"
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"no metrics row before the deadline: {proc.communicate()}")
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=15)
+        elapsed = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, (stdout, stderr)
+    assert elapsed < 5
+    assert "interrupted" in stdout
+    assert "Traceback" not in stderr
+    state = ckpt.load_checkpoint(run_dir)
+    updates = state["ppo"]["updates"]
+    assert updates >= 1 and state["global_step"] == updates * 32
+    _, rows = read_metrics(run_dir)
+    assert int(rows[-1]["global_step"]) == state["global_step"]
+    assert not list(run_dir.glob("checkpoints/.*.tmp"))
+
+
+@pytest.mark.slow
+def test_wandb_offline(tmp_path):
+    pytest.importorskip("wandb")
+    proc = ppokit(
+        "train",
+        *TINY_FLAGS,
+        "--total_steps", "64",
+        "--log.root", str(tmp_path / "runs"),
+        "--log.run_name", "wb",
+        "--log.wandb", "true",
+        "--log.wandb_mode", "offline",
+        cwd=tmp_path,
+        timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    offline = list(tmp_path.rglob("offline-run-*"))
+    assert offline and all(p.is_dir() for p in offline), sorted(tmp_path.rglob("*"))
+    assert any(offline[0].rglob("*.wandb"))
+    assert (tmp_path / "runs" / "wb" / "metrics.csv").is_file()
+    assert torch.load(tmp_path / "runs" / "wb" / "checkpoints" / "latest.pt", weights_only=False)

@@ -1,0 +1,97 @@
+"""Tiny deterministic Gymnasium envs for tests, registered under the ``ppokit-test/`` namespace.
+
+Importing this module registers them. Subprocesses (the CLI tests) reach them with the
+``module:env_id`` form, e.g. ``--env ppokit_test_envs:ppokit-test/Countdown-v0`` with this
+folder on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+COUNTDOWN = "ppokit-test/Countdown-v0"
+MATRIX_ACTION = "ppokit-test/MatrixAction-v0"
+COUNTDOWN_MAX_STEPS = 6  # TimeLimit of the registered Countdown (truncation)
+
+
+class Countdown(gym.Env):
+    """Observation ``[t, seed]``: the step count within the episode and the env's first seed.
+
+    Reward is 1 per step. With ``terminate_at`` set, the episode terminates when t reaches
+    ``terminate_at`` (plus ``seed % 2`` when ``stagger``, so envs of one vector end apart);
+    otherwise only the TimeLimit (``max_episode_steps``) ends it, as a truncation.
+    ``nan_at``/``nan_in``/``nan_seed`` inject a NaN (``nan_value``) into the observation or reward
+    at step ``nan_at`` of the env whose first seed is ``nan_seed``.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        terminate_at: int | None = None,
+        stagger: bool = False,
+        nan_at: int | None = None,
+        nan_in: str = "obs",
+        nan_seed: int | None = None,
+        nan_value: float = float("nan"),
+    ) -> None:
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.terminate_at = terminate_at
+        self.stagger = stagger
+        self.nan_at, self.nan_in, self.nan_seed, self.nan_value = (
+            nan_at,
+            nan_in,
+            nan_seed,
+            nan_value,
+        )
+        self.first_seed = 0
+        self.t = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.t, self.first_seed], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.first_seed = seed
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        obs, reward = self._obs(), 1.0
+        if self.nan_at == self.t and self.nan_seed in (None, self.first_seed):
+            if self.nan_in == "obs":
+                obs[0] = self.nan_value
+            else:
+                reward = self.nan_value
+        terminated = False
+        if self.terminate_at is not None:
+            terminated = self.t >= self.terminate_at + (self.first_seed % 2 if self.stagger else 0)
+        return obs, reward, terminated, False, {}
+
+
+class MatrixAction(gym.Env):
+    """A 2x2 Box action space: a kind the MLP policy does not support."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        return np.zeros(3, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, dtype=np.float32), 0.0, False, False, {}
+
+
+def _register(env_id: str, entry_point: type, **kwargs) -> None:
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=entry_point, disable_env_checker=True, **kwargs)
+
+
+_register(COUNTDOWN, Countdown, max_episode_steps=COUNTDOWN_MAX_STEPS)
+_register(MATRIX_ACTION, MatrixAction, max_episode_steps=10)

@@ -1,0 +1,55 @@
+"""Helpers shared by the env/config/checkpoint/CLI tests (importable: tests/ is on sys.path).
+
+Imported by module name rather than from ``conftest``, which pytest may resolve to another
+folder's conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from ppokit.config import TrainConfig
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+# Command-line flags of a tiny Pendulum run: 2 envs x 16 steps = 32 steps per update.
+TINY_FLAGS = [
+    "--env.num_envs", "2",
+    "--env.max_episode_steps", "20",
+    "--algo.num_steps", "16",
+    "--algo.num_epochs", "2",
+    "--algo.num_minibatches", "2",
+    "--policy.actor_hidden", "[16]",
+    "--policy.critic_hidden", "[16]",
+    "--eval.episodes", "0",
+    "--log.progress", "false",
+    "--device", "cpu",
+]  # fmt: skip
+
+
+def tiny_train_config(root, **top) -> TrainConfig:
+    """The config of TINY_FLAGS on defaults (4 updates), logging under `root`."""
+    cfg = TrainConfig()
+    cfg.env = replace(cfg.env, id="Pendulum-v1", num_envs=2, max_episode_steps=20)
+    cfg.algo = replace(cfg.algo, num_steps=16, num_epochs=2, num_minibatches=2)
+    cfg.policy = replace(cfg.policy, actor_hidden=[16], critic_hidden=[16])
+    cfg.log = replace(cfg.log, root=str(root), progress=False, checkpoint_every=2)
+    cfg.eval = replace(cfg.eval, episodes=0)
+    cfg.total_steps = 4 * 2 * 16
+    cfg.seed = 7
+    cfg.device = "cpu"
+    for key, value in top.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def cli_env(tmp_path) -> dict:
+    """Environment of a `python -m ppokit` subprocess: test envs importable, W&B kept local."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), *filter(None, [env.get("PYTHONPATH")])])
+    env["WANDB_DIR"] = str(tmp_path)
+    env["WANDB_SILENT"] = "true"
+    env["WANDB_MODE"] = "offline"
+    return env

@@ -1,0 +1,325 @@
+"""Checkpoints: atomic writes, clear load errors, exact resume, pruning."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import shutil
+import stat
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from ppokit import checkpoint as ckpt
+from ppokit.errors import CheckpointError
+from ppokit.trainer import Trainer
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def assert_same(a, b, where="state"):
+    """Deep, exact equality of nested dicts/lists/tuples of tensors, arrays and plain values."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), where
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), where
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{where}: keys {sorted(map(str, a))} != {sorted(map(str, b))}"
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def stop_after(updates: int):
+    def callback(trainer: Trainer, metrics: dict) -> None:
+        if trainer.ppo.updates >= updates:
+            trainer.request_stop()
+
+    return callback
+
+
+def read_metrics(run_dir) -> list[dict]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def dir_listing(path) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+# --- save_atomic -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("disk full"), KeyboardInterrupt()])
+def test_failed_save_keeps_previous_file_and_leaves_no_temp_files(tmp_path, monkeypatch, exc):
+    path = tmp_path / "ckpt" / "latest.pt"
+    ckpt.save_atomic({"weights": torch.arange(5)}, path)
+    before = path.read_bytes()
+
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 partial bytes of a checkpoint")
+        f.flush()
+        raise exc
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(type(exc)):
+        ckpt.save_atomic({"weights": torch.zeros(5)}, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert torch.equal(torch.load(path)["weights"], torch.arange(5))
+    assert dir_listing(path.parent) == ["latest.pt"]
+
+
+def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError):
+        ckpt.save_atomic({"a": 1}, tmp_path / "new.pt")
+    assert dir_listing(tmp_path) == []
+
+
+def test_save_atomic_replaces_and_creates_parents(tmp_path):
+    path = tmp_path / "a" / "b" / "x.pt"
+    ckpt.save_atomic({"v": 1}, path)
+    ckpt.save_atomic({"v": 2}, path)
+    assert torch.load(path)["v"] == 2
+    assert dir_listing(path.parent) == ["x.pt"]
+
+
+def test_checkpoint_file_mode_follows_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        ckpt.save_atomic({"v": 1}, tmp_path / "x.pt")
+    finally:
+        os.umask(old)
+    # As torch.save(obj, path) would create it (a temp file from mkstemp would give 0600).
+    assert stat.S_IMODE((tmp_path / "x.pt").stat().st_mode) == 0o644
+
+
+# --- load errors -------------------------------------------------------------------------------
+
+
+def one_line_error(call) -> str:
+    with pytest.raises(CheckpointError) as info:
+        call()
+    message = str(info.value)
+    assert message and "\n" not in message
+    return message
+
+
+def test_missing_checkpoint(tmp_path):
+    message = one_line_error(lambda: ckpt.load_checkpoint(tmp_path / "nope.pt"))
+    assert "does not exist" in message and "nope.pt" in message
+
+
+def test_run_dir_without_checkpoints(tmp_path):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    message = one_line_error(lambda: ckpt.load_checkpoint(tmp_path / "run"))
+    assert "has no checkpoint" in message
+
+
+def test_garbage_file_is_corrupt(tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(bytes(random.Random(0).randrange(256) for _ in range(4096)))
+    message = one_line_error(lambda: ckpt.load_checkpoint(path))
+    assert "corrupt" in message and "garbage.pt" in message
+
+
+def test_empty_file_is_corrupt(tmp_path):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert "corrupt" in one_line_error(lambda: ckpt.load_checkpoint(tmp_path / "empty.pt"))
+
+
+def test_torch_file_that_is_not_a_ppokit_checkpoint(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    message = one_line_error(lambda: ckpt.load_checkpoint(tmp_path / "other.pt"))
+    assert "not a ppokit checkpoint" in message
+
+
+# --- resume ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trained(tiny_config, tmp_path):
+    """A finished 4-update run (linear LR) and its trainer."""
+    cfg = tiny_config()
+    cfg.algo = replace(cfg.algo, lr_schedule="linear")
+    trainer = Trainer(cfg, run_dir=tmp_path / "run")
+    result = trainer.train()
+    assert result.updates == 4 and not result.interrupted
+    return trainer
+
+
+def test_truncated_real_checkpoint_is_corrupt(trained, tmp_path):
+    data = (trained.run_dir / "checkpoints" / "latest.pt").read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: len(data) // 2])
+    assert "corrupt" in one_line_error(lambda: ckpt.load_checkpoint(path))
+    with pytest.raises(CheckpointError):
+        Trainer(trained.cfg, run_dir=tmp_path / "r", resume=path)
+
+
+def test_resume_restores_every_piece_of_state(trained):
+    saved = ckpt.load_checkpoint(trained.run_dir)
+    assert saved["path"].endswith("checkpoints/latest.pt")
+    resumed = Trainer(trained.cfg, resume=trained.run_dir)
+    assert resumed.run_dir.resolve() == trained.run_dir.resolve()
+    # RNG streams are those of the checkpoint.
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])
+    assert random.getstate() == saved["rng"]["python"]
+    state = resumed.state_dict()
+
+    # Per-env running returns restart with the envs; the return statistics carry over.
+    assert not state["ppo"]["reward_scaler"]["returns"].any()
+    saved_scaler = dict(saved["ppo"]["reward_scaler"])
+    saved_scaler["returns"] = torch.zeros_like(saved_scaler["returns"])
+    saved["ppo"]["reward_scaler"] = saved_scaler
+    assert saved_scaler["rms.count"] == 4 * 32  # every rollout reward was merged
+    del saved["path"]
+    assert_same(state, saved)
+
+    # ... and what was saved is the live state of the run that wrote it.
+    p, q = trained.ppo, resumed.ppo
+    assert_same(q.model.state_dict(), p.model.state_dict(), "model")
+    assert_same(q.optimizer.state_dict(), p.optimizer.state_dict(), "optimizer")
+    assert q.schedule.lr == p.schedule.lr == pytest.approx(3e-4 * (1 - 3 / 4))
+    assert all(g["lr"] == p.schedule.lr for g in q.optimizer.param_groups)
+    assert_same(q.reward_scaler.rms.state_dict(), p.reward_scaler.rms.state_dict(), "scaler")
+    assert q.updates == p.updates == 4
+    assert resumed.global_step == trained.global_step == 4 * 32
+    assert list(resumed.episodes.returns) == list(trained.episodes.returns)
+    assert resumed.episodes.total_episodes == trained.episodes.total_episodes > 0
+    # The normalizer's forward copies are refreshed from the loaded statistics.
+    assert resumed.model.obs_normalizer.rms.count == 4 * 32
+    x = torch.randn(5, 3)
+    assert torch.equal(resumed.model.normalize(x), trained.model.normalize(x))
+    assert not torch.equal(resumed.model.normalize(x), x)
+    resumed.env.close()
+
+
+def test_resume_restores_adaptive_learning_rate(tiny_config, tmp_path):
+    cfg = tiny_config()
+    cfg.algo = replace(
+        cfg.algo, lr_schedule="adaptive", target_kl=1e-6, lr=5e-4, min_lr=1e-5, max_lr=1e-3
+    )
+    trainer = Trainer(cfg, run_dir=tmp_path / "run")
+    trainer.train()
+    lr = trainer.ppo.schedule.lr
+    assert lr < 5e-4  # the tiny KL target drove it down
+    resumed = Trainer(cfg, resume=tmp_path / "run")
+    assert resumed.ppo.schedule.lr == lr
+    assert all(g["lr"] == lr for g in resumed.ppo.optimizer.param_groups)
+    resumed.env.close()
+
+
+def test_two_resumes_from_one_checkpoint_are_bit_identical(trained, tmp_path):
+    source = tmp_path / "ckpt.pt"
+    shutil.copy(trained.run_dir / "checkpoints" / "latest.pt", source)
+    cfg = replace(trained.cfg, total_steps=trained.cfg.total_steps + 3 * 32)  # 3 more updates
+    runs = []
+    for name in ("r1", "r2"):
+        t = Trainer(cfg, run_dir=tmp_path / name, resume=source)
+        result = t.train()
+        assert result.updates == 7 and result.global_step == 7 * 32
+        runs.append(t)
+    a, b = runs
+    for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), name
+    assert_same(a.ppo.optimizer.state_dict(), b.ppo.optimizer.state_dict(), "optimizer")
+    assert (
+        read_metrics(a.run_dir)[-1]["losses/policy_loss"]
+        == (read_metrics(b.run_dir)[-1]["losses/policy_loss"])
+    )
+    # ... and they trained: parameters moved away from the checkpoint's.
+    saved = ckpt.load_checkpoint(source)["ppo"]["model"]
+    assert not torch.equal(a.model.actor[0].weight, saved["actor.0.weight"])
+
+
+def test_interrupted_run_resumes_schedule_and_normalizer(tiny_config, tmp_path):
+    cfg = tiny_config(total_steps=8 * 32)  # 8 updates
+    cfg.algo = replace(cfg.algo, lr_schedule="linear", lr=1e-3)
+    cfg.log = replace(cfg.log, checkpoint_every=0)
+    first = Trainer(cfg, run_dir=tmp_path / "run", callbacks=[stop_after(4)])
+    result = first.train()
+    assert result.interrupted and result.updates == 4 and result.global_step == 4 * 32
+    assert ckpt.load_checkpoint(tmp_path / "run")["ppo"]["updates"] == 4
+
+    second = Trainer(cfg, resume=tmp_path / "run")
+    result = second.train()
+    assert not result.interrupted and result.updates == 8 and result.global_step == 8 * 32
+    rows = read_metrics(tmp_path / "run")
+    assert [int(r["global_step"]) for r in rows] == [32 * k for k in range(1, 9)]
+    lrs = [float(r["charts/learning_rate"]) for r in rows]
+    assert lrs == pytest.approx([1e-3 * (1 - k / 8) for k in range(8)])  # no restart at 1e-3
+    assert second.model.obs_normalizer.rms.count == 8 * 32  # counts continue
+
+
+def test_resume_with_longer_run_extends_the_lr_schedule(trained):
+    cfg = replace(trained.cfg, total_steps=8 * 32)
+    resumed = Trainer(cfg, resume=trained.run_dir)
+    resumed.train()
+    lrs = [float(r["charts/learning_rate"]) for r in read_metrics(trained.run_dir)]
+    assert len(lrs) == 8
+    # The linear schedule spans the new length (8 updates), not the saved one (4): the extension
+    # must not train at LR 0.
+    assert lrs[4:] == pytest.approx([3e-4 * (1 - k / 8) for k in range(4, 8)])
+    assert min(lrs) > 0
+
+
+@pytest.mark.parametrize(
+    ("section", "change", "field"),
+    [
+        ("policy", {"actor_hidden": [32, 32]}, "policy.actor_hidden"),
+        ("policy", {"activation": "relu"}, "policy.activation"),
+        ("env", {"id": "CartPole-v1"}, "env.id"),
+        ("env", {"normalize_obs": False}, "env.normalize_obs"),
+    ],
+)
+def test_resume_with_incompatible_config_names_the_field(trained, section, change, field):
+    cfg = replace(trained.cfg, **{section: replace(getattr(trained.cfg, section), **change)})
+    with pytest.raises(CheckpointError) as info:
+        Trainer(cfg, resume=trained.run_dir)
+    message = str(info.value)
+    assert field in message and "incompatible" in message and "\n" not in message
+
+
+def test_resume_accepts_compatible_changes(trained):
+    cfg = replace(trained.cfg, total_steps=5 * 32, seed=99)
+    cfg.algo = replace(cfg.algo, num_epochs=1, ent_coef=0.01)
+    resumed = Trainer(cfg, resume=trained.run_dir)
+    assert resumed.ppo.updates == 4
+    resumed.env.close()
+
+
+def test_missing_resume_path_raises(tiny_config, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Trainer(tiny_config(), resume=tmp_path / "missing")
+
+
+def test_periodic_checkpoints_are_pruned(tiny_config, tmp_path):
+    cfg = tiny_config(total_steps=5 * 32)
+    cfg.log = replace(cfg.log, checkpoint_every=1, keep_checkpoints=2)
+    trainer = Trainer(cfg, run_dir=tmp_path / "run")
+    trainer.train()
+    folder = tmp_path / "run" / "checkpoints"
+    assert dir_listing(folder) == ["latest.pt", "update_000004.pt", "update_000005.pt"]
+    assert ckpt.load_checkpoint(folder / "update_000004.pt")["ppo"]["updates"] == 4
+    latest = ckpt.load_checkpoint(folder / "latest.pt")
+    assert latest["ppo"]["updates"] == 5 and latest["global_step"] == 5 * 32
+    # A periodic file resumes too, and a checkpoint file locates its run directory.
+    resumed = Trainer(cfg, resume=folder / "update_000004.pt")
+    assert resumed.ppo.updates == 4 and resumed.run_dir.resolve() == (tmp_path / "run").resolve()
+    resumed.env.close()
