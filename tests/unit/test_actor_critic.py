@@ -25,8 +25,8 @@ def _policy(**kwargs) -> PolicyConfig:
     return PolicyConfig(**{"actor_hidden": [64, 32], "critic_hidden": [48, 48], **kwargs})
 
 
-def _linears(seq: nn.Sequential) -> list[nn.Linear]:
-    return [m for m in seq if isinstance(m, nn.Linear)]
+def _linears(net: nn.Module) -> list[nn.Linear]:
+    return [m for m in net.modules() if isinstance(m, nn.Linear)]
 
 
 def test_orthogonal_initialisation():
@@ -49,10 +49,13 @@ def test_orthogonal_initialisation():
 
 def test_mlp_activation_and_structure():
     net = mlp(4, [8, 8], 2, "elu", out_gain=0.5)
-    kinds = [type(m) for m in net]
-    assert kinds == [nn.Linear, nn.ELU, nn.Linear, nn.ELU, nn.Linear]
+    assert [(lin.in_features, lin.out_features) for lin in net.layers] == [(4, 8), (8, 8), (8, 2)]
+    # The forward is Linear -> ELU -> Linear -> ELU -> Linear, checked against nn modules.
+    reference = nn.Sequential(net.layers[0], nn.ELU(), net.layers[1], nn.ELU(), net.layers[2])
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(net(x), reference(x))
     # Output layer of a wide-to-narrow shape: rows are orthonormal times the gain.
-    w = net[-1].weight.detach().double()
+    w = net.layers[-1].weight.detach().double()
     torch.testing.assert_close(w @ w.T, 0.25 * torch.eye(2, dtype=torch.float64))
 
 

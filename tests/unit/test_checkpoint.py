@@ -245,7 +245,7 @@ def test_two_resumes_from_one_checkpoint_are_bit_identical(trained, tmp_path):
     )
     # ... and they trained: parameters moved away from the checkpoint's.
     saved = ckpt.load_checkpoint(source)["ppo"]["model"]
-    assert not torch.equal(a.model.actor[0].weight, saved["actor.0.weight"])
+    assert not torch.equal(a.model.actor.layers[0].weight, saved["actor.layers.0.weight"])
 
 
 def test_interrupted_run_resumes_schedule_and_normalizer(tiny_config, tmp_path):

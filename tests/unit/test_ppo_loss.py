@@ -37,10 +37,10 @@ def _fixed_model() -> ActorCritic:
         PolicyConfig(actor_hidden=[4], critic_hidden=[4]),
     )
     with torch.no_grad():
-        model.actor[-1].weight.zero_()
-        model.actor[-1].bias.copy_(torch.tensor([0.1, -0.2]))
-        model.critic[-1].weight.zero_()
-        model.critic[-1].bias.fill_(2.0)
+        model.actor.layers[-1].weight.zero_()
+        model.actor.layers[-1].bias.copy_(torch.tensor([0.1, -0.2]))
+        model.critic.layers[-1].weight.zero_()
+        model.critic.layers[-1].bias.fill_(2.0)
         model.distribution.log_std.copy_(torch.tensor([0.5, 1.0]).log())
     return model
 

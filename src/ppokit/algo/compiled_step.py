@@ -10,6 +10,7 @@ checks it against `torch.optim.Adam` step for step.
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import torch
@@ -19,13 +20,20 @@ from torch.func import functional_call, grad_and_value
 from ppokit.algo.rollout import Minibatch
 
 
-def compile_available() -> tuple[bool, str]:
-    """Whether torch.compile can build CPU/CUDA kernels here (and why not)."""
+def compile_available(device: torch.device) -> tuple[bool, str]:
+    """Whether torch.compile can build kernels for `device` here (and why not)."""
     try:
         import torch._dynamo  # noqa: F401
         import torch._inductor  # noqa: F401
     except Exception as e:  # pragma: no cover - depends on the install
         return False, f"torch.compile is unavailable ({e})"
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        return False, "no C++ compiler on PATH (inductor needs one for CPU kernels)"
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return False, "triton is not installed (inductor needs it for CUDA kernels)"
     return True, ""
 
 
@@ -84,6 +92,7 @@ class CompiledStep:
         self.device = self.params[0].device
         self._lr = torch.zeros((), device=self.device)
         self._lr_value: float | None = None
+        self.calls = 0
         self.refresh()
         self._gradients = torch.compile(self._gradients_impl, dynamic=False)
         self._apply = torch.compile(self._apply_impl, dynamic=False)
@@ -163,6 +172,7 @@ class CompiledStep:
 
     def gradients(self, mb: Minibatch) -> tuple[list[torch.Tensor], tuple]:
         grads, (loss, aux) = self._gradients(self._param_dict, self._tensors(mb))
+        self.calls += 1
         return [grads[n] for n in self.names], aux
 
     def apply(self, grads: list[torch.Tensor], lr: float) -> None:
@@ -170,4 +180,5 @@ class CompiledStep:
 
     def step(self, mb: Minibatch, lr: float) -> tuple:
         _, aux = self._step(self._param_dict, self._tensors(mb), self._lr_tensor(lr), *self._state)
+        self.calls += 1
         return aux

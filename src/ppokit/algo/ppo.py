@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ppokit.algo.compiled_step import CompiledStep, compile_available
 from ppokit.algo.gae import compute_gae
 from ppokit.algo.rollout import Minibatch, RolloutBuffer
 from ppokit.algo.schedules import LRSchedule
@@ -129,19 +130,31 @@ class PPO:
             "normalize_minibatch_advantages": a.normalize_advantages
             and a.advantage_norm_scope == "minibatch",
         }
-        self.compiled = self._build_compiled_step() if a.compile else None
+        self.compiled: CompiledStep | None = None
+        self._explore = model.explore
+        if a.compile:
+            self._build_compiled()
         self.updates = 0
 
-    def _build_compiled_step(self):
-        from ppokit.algo.compiled_step import CompiledStep, compile_available
-
-        ok, why = compile_available()
+    def _build_compiled(self) -> None:
+        """torch.compile the act step and the minibatch step; eager if the compiler is missing."""
+        ok, why = compile_available(self.device)
         if not ok:
-            warnings.warn(f"algo.compile: {why}; using the eager update", stacklevel=2)
-            return None
-        return CompiledStep(
+            warnings.warn(f"algo.compile: {why}; training eagerly", stacklevel=3)
+            return
+        self.compiled = CompiledStep(
             self.model, self.optimizer, ppo_loss, self.loss_kwargs, self.algo.max_grad_norm
         )
+        self._explore = torch.compile(self.model.explore, dynamic=False)
+        self._compiled_ok = False
+
+    def _compile_failed(self, error: Exception) -> None:
+        warnings.warn(
+            f"algo.compile: compilation failed ({type(error).__name__}: {error}); training eagerly",
+            stacklevel=3,
+        )
+        self.compiled = None
+        self._explore = self.model.explore
 
     # --- rollout -------------------------------------------------------------------------------
     @property
@@ -151,10 +164,15 @@ class PPO:
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """Sample actions for raw observations, store them in the rollout, return env actions."""
-        normalized = self.model.normalize(obs)
-        actions, log_probs = self.model.act(normalized)
+        try:
+            actions, log_probs, env_actions = self._explore(obs)
+        except Exception as e:  # compilation errors surface on the first call
+            if self._explore is self.model.explore:
+                raise
+            self._compile_failed(e)
+            actions, log_probs, env_actions = self._explore(obs)
         self.buffer.add_action(obs.reshape(obs.shape[0], -1), actions, log_probs)
-        return self.model.to_env(actions)
+        return env_actions
 
     @torch.no_grad()
     def record(self, step: StepResult) -> None:
@@ -252,9 +270,17 @@ class PPO:
         """
         a = self.algo
         if self.compiled is not None:
-            if not check_kl:
-                return torch.stack(self.compiled.step(mb, self.schedule.lr))
-            grads, aux = self.compiled.gradients(mb)
+            try:
+                if not check_kl:
+                    return torch.stack(self.compiled.step(mb, self.schedule.lr))
+                grads, aux = self.compiled.gradients(mb)
+            except (
+                Exception
+            ) as e:  # compilation errors surface on the first call, before any update
+                if self.compiled.calls > 0:
+                    raise
+                self._compile_failed(e)
+                return self._minibatch_step(mb, check_kl)
             if not self._kl_allows_step(float(aux[3])):
                 return None
             self.compiled.apply(grads, self.schedule.lr)

@@ -15,10 +15,11 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
 from ppokit.config import EnvConfig
 from ppokit.envs.base import StepResult
+from ppokit.envs.serial import SerialVectorEnv
 from ppokit.errors import EnvError
 
 
@@ -74,7 +75,7 @@ class GymVecEnv:
             if cfg.vectorization == "async":
                 self.env = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
             else:
-                self.env = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+                self.env = SerialVectorEnv(fns)
         except gym.error.Error as e:
             raise EnvError(f"cannot build environment {cfg.id!r}: {e}") from None
         self.observation_space = self.env.single_observation_space
@@ -85,8 +86,11 @@ class GymVecEnv:
         self._action_dtype = self.action_space.dtype
         self.steps = 0
 
-    def _to_tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
+    def _to_tensor(self, array: np.ndarray, dtype: type = np.float32) -> torch.Tensor:
+        array = np.asarray(array, dtype=dtype)
+        if self.device.type == "cpu":
+            return torch.from_numpy(array)
+        return torch.as_tensor(array, device=self.device)
 
     def _check_finite(self, what: str, array: np.ndarray) -> None:
         if not np.isfinite(array).all():
@@ -108,7 +112,7 @@ class GymVecEnv:
         obs, rewards, terminated, truncated, infos = self.env.step(actions_np)
         self.steps += 1
         self._check_finite("observation", obs)
-        self._check_finite("reward", np.asarray(rewards, dtype=np.float64))
+        self._check_finite("reward", rewards)
         final_obs = None
         ended = terminated | truncated
         if ended.any():
@@ -119,9 +123,9 @@ class GymVecEnv:
             final_obs = self._to_tensor(final)
         return StepResult(
             obs=self._to_tensor(obs),
-            rewards=torch.as_tensor(np.asarray(rewards, dtype=np.float32), device=self.device),
-            terminated=torch.as_tensor(terminated, device=self.device),
-            truncated=torch.as_tensor(truncated, device=self.device),
+            rewards=self._to_tensor(rewards),
+            terminated=self._to_tensor(terminated, bool),
+            truncated=self._to_tensor(truncated, bool),
             final_obs=final_obs,
             infos=infos,
         )

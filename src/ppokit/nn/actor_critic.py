@@ -132,6 +132,11 @@ class ActorCritic(nn.Module):
         """Sample actions (unclipped, policy space) and their log-probabilities."""
         return self.distribution.sample(self.actor(obs))
 
+    def explore(self, raw_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rollout's act step on raw observations: (actions, log_probs, env actions)."""
+        actions, log_probs = self.act(self.normalize(raw_obs))
+        return actions, log_probs, self.to_env(actions)
+
     def act_deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         return self.distribution.mode(self.actor(obs))
 
