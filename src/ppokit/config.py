@@ -109,6 +109,9 @@ class AlgoConfig:
     lr_factor: float = opt(
         1.5, "adaptive LR divides/multiplies by this when KL > 2x / < 0.5x target"
     )
+    act_backend: Literal["auto", "torch", "numpy"] = opt(
+        "auto", "rollout act step: numpy is faster for MLP policies on the CPU (auto picks it)"
+    )
     compile: bool = opt(
         False, "torch.compile the minibatch step (faster updates after ~20-40 s of compilation)"
     )

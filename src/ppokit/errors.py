@@ -15,3 +15,11 @@ class EnvError(PPOKitError):
 
 class CheckpointError(PPOKitError):
     """A checkpoint is missing, corrupt or incompatible with the config."""
+
+
+class ExportError(PPOKitError):
+    """A policy cannot be exported, or the exported file does not match the torch policy."""
+
+
+class OutputError(PPOKitError):
+    """An output file or directory cannot be written."""

@@ -20,6 +20,7 @@ from ppokit.config import TrainConfig, minibatch_size
 from ppokit.envs.base import StepResult
 from ppokit.nn.actor_critic import ActorCritic
 from ppokit.nn.normalization import RewardScaler
+from ppokit.nn.numpy_explorer import NumpyExplorer
 
 ADV_EPS = 1e-8
 
@@ -131,13 +132,19 @@ class PPO:
             and a.advantage_norm_scope == "minibatch",
         }
         self.compiled: CompiledStep | None = None
-        self._explore = model.explore
+        self._numpy_explorer: NumpyExplorer | None = None
+        if a.act_backend == "numpy" or (a.act_backend == "auto" and NumpyExplorer.supports(model)):
+            self._numpy_explorer = NumpyExplorer(model)
         if a.compile:
             self._build_compiled()
         self.updates = 0
 
     def _build_compiled(self) -> None:
-        """torch.compile the act step and the minibatch step; eager if the compiler is missing."""
+        """torch.compile the minibatch step; eager if the compiler is missing.
+
+        The act step is not compiled: at rollout batch sizes the compiled region's call overhead
+        (guards, wrappers) costs more than the eager ops it replaces (measured in benchmarks/).
+        """
         ok, why = compile_available(self.device)
         if not ok:
             warnings.warn(f"algo.compile: {why}; training eagerly", stacklevel=3)
@@ -145,8 +152,6 @@ class PPO:
         self.compiled = CompiledStep(
             self.model, self.optimizer, ppo_loss, self.loss_kwargs, self.algo.max_grad_norm
         )
-        self._explore = torch.compile(self.model.explore, dynamic=False)
-        self._compiled_ok = False
 
     def _compile_failed(self, error: Exception) -> None:
         warnings.warn(
@@ -154,34 +159,32 @@ class PPO:
             stacklevel=3,
         )
         self.compiled = None
-        self._explore = self.model.explore
 
     # --- rollout -------------------------------------------------------------------------------
     @property
     def rollout_full(self) -> bool:
         return self.buffer.full
 
-    @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """Sample actions for raw observations, store them in the rollout, return env actions."""
-        try:
-            actions, log_probs, env_actions = self._explore(obs)
-        except Exception as e:  # compilation errors surface on the first call
-            if self._explore is self.model.explore:
-                raise
-            self._compile_failed(e)
-            actions, log_probs, env_actions = self._explore(obs)
+        if self._numpy_explorer is not None:
+            if self.buffer.step == 0:
+                # Weights and statistics change only between rollouts: copy them once per rollout.
+                self._numpy_explorer.sync(int(torch.randint(2**62, ())))
+            actions, log_probs, env_actions = self._numpy_explorer(obs)
+        else:
+            with torch.no_grad():
+                actions, log_probs, env_actions = self.model.explore(obs)
         self.buffer.add_action(obs.reshape(obs.shape[0], -1), actions, log_probs)
         return env_actions
 
-    @torch.no_grad()
     def record(self, step: StepResult) -> None:
         """Store the outcome of the actions returned by the last `act`."""
         if step.final_obs is not None:
             # V(final observation) for envs whose episode ended now; used where it was truncated.
-            self.buffer.bootstrap_values[self.buffer.step] = self.model.value(
-                self.model.normalize(step.final_obs)
-            )
+            with torch.no_grad():
+                values = self.model.value(self.model.normalize(step.final_obs))
+            self.buffer.bootstrap_values[self.buffer.step] = values
         self.buffer.add_outcome(step.rewards, step.terminated, step.truncated)
 
     @torch.no_grad()

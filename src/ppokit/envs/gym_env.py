@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -106,16 +107,21 @@ class GymVecEnv:
         return self._to_tensor(obs)
 
     def step(self, actions: torch.Tensor) -> StepResult:
-        actions_np = actions.detach().cpu().numpy()
+        actions_np = (
+            actions.detach().numpy() if actions.device.type == "cpu" else actions.cpu().numpy()
+        )
         if self._discrete_actions:
             actions_np = actions_np.astype(self._action_dtype, copy=False)
         obs, rewards, terminated, truncated, infos = self.env.step(actions_np)
         self.steps += 1
-        self._check_finite("observation", obs)
-        self._check_finite("reward", rewards)
+        # One reduction covers both arrays: a sum is finite iff every term is (or it overflowed,
+        # which the precise checks below then clear).
+        if not math.isfinite(obs.sum() + rewards.sum()):
+            self._check_finite("observation", obs)
+            self._check_finite("reward", rewards)
         final_obs = None
-        ended = terminated | truncated
-        if ended.any():
+        if "final_obs" in infos:  # present only when an episode ended (SAME_STEP autoreset)
+            ended = terminated | truncated
             final = np.array(obs, dtype=np.float32, copy=True)
             for i in np.flatnonzero(ended):
                 final[i] = infos["final_obs"][i]
