@@ -106,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-dir", help="exact run directory to write (default: <log.root>/<name>)"
     )
     add_config_flags(train)
+    train.add_argument(
+        "--wandb",
+        action="store_const",
+        const="true",
+        dest="cfg:log.wandb",
+        default=argparse.SUPPRESS,
+        help="log to Weights & Biases (same as --log.wandb true; --log.wandb_mode offline works without a network)",
+    )
     return parser
 
 
