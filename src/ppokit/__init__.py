@@ -4,6 +4,7 @@ from ppokit.algo.gae import compute_gae
 from ppokit.algo.ppo import PPO
 from ppokit.config import TrainConfig, load_config
 from ppokit.nn.actor_critic import ActorCritic
+from ppokit.policy import Policy, load_policy
 from ppokit.trainer import Trainer
 
 __version__ = "0.1.0"
@@ -14,4 +15,14 @@ def train(cfg: TrainConfig, **kwargs):
     return Trainer(cfg, **kwargs).train()
 
 
-__all__ = ["PPO", "ActorCritic", "TrainConfig", "Trainer", "compute_gae", "load_config", "train"]
+__all__ = [
+    "PPO",
+    "ActorCritic",
+    "Policy",
+    "TrainConfig",
+    "Trainer",
+    "compute_gae",
+    "load_config",
+    "load_policy",
+    "train",
+]

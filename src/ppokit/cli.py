@@ -114,7 +114,100 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="log to Weights & Biases (same as --log.wandb true; --log.wandb_mode offline works without a network)",
     )
+    add_eval_parser(sub)
+    add_plot_parser(sub)
+    add_export_parser(sub)
     return parser
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a trained policy (returns, videos, value analysis)",
+        description=(
+            "Run whole episodes with a trained policy (deterministic by default) and print the"
+            " mean and std of return and length. PATH is a run directory, a checkpoint, or an"
+            " exported .onnx/.pt policy."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument("path", metavar="PATH", help="run directory, checkpoint or exported policy")
+    p.add_argument("--episodes", type=int, default=10, help="episodes to run (default: 10)")
+    p.add_argument(
+        "--stochastic", action="store_true", help="sample actions instead of the mean/argmax"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the env resets (default: 0)")
+    p.add_argument("--env", help="evaluate on another env id with the same spaces")
+    p.add_argument(
+        "--max-episode-steps", type=int, help="override the env's time limit (truncation)"
+    )
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+    p.add_argument(
+        "--record",
+        metavar="DIR",
+        help="write an MP4 per episode (episode_000.mp4, ...) from rgb_array rendering; works"
+        " headless (MuJoCo through EGL/OSMesa)",
+    )
+    p.add_argument(
+        "--record-episodes",
+        type=int,
+        metavar="K",
+        help="record only the first K episodes (default: all)",
+    )
+    p.add_argument("--render", action="store_true", help="show the episodes in a live window")
+    p.add_argument(
+        "--analyze-value",
+        metavar="PNG",
+        help="compare the critic's V(s_t) with the realised discounted return; writes PNG and"
+        " adds explained variance and per-episode bias to the output",
+    )
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
+
+
+def add_plot_parser(sub: argparse._SubParsersAction) -> None:
+    from ppokit.plot import BANDS, DEFAULT_METRIC
+
+    p = sub.add_parser(
+        "plot",
+        help="plot learning curves of runs",
+        description=(
+            "Learning curves (episode return against env steps) from runs' metrics.csv. Runs"
+            " whose config differs only in the seed are drawn as one mean curve with a band."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
+    p.add_argument(
+        "--out", default="learning_curves.png", help="output PNG (default: learning_curves.png)"
+    )
+    p.add_argument(
+        "--metric", default=DEFAULT_METRIC, help=f"metrics.csv column (default: {DEFAULT_METRIC})"
+    )
+    p.add_argument(
+        "--band", choices=BANDS, default="minmax", help="band over seeds (default: minmax)"
+    )
+    p.add_argument(
+        "--smooth", type=int, default=1, metavar="N", help="moving average over N points"
+    )
+    p.add_argument("--title", help="figure title (default: the env ids)")
+
+
+def add_export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a policy to ONNX or TorchScript",
+        description=(
+            "Export the deterministic policy (raw observation -> env action, normalization and"
+            " action scaling inside) and verify it against torch on 256 random observations."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument("path", metavar="PATH", help="run directory or checkpoint")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="file format")
+    p.add_argument(
+        "--out",
+        help="output file (default: <run dir>/policy.onnx or policy.pt, or next to a checkpoint)",
+    )
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
@@ -147,7 +240,67 @@ def cmd_train(ns: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
-COMMANDS = {"train": cmd_train}
+def cmd_eval(ns: argparse.Namespace) -> int:
+    from ppokit.evaluate import run_eval
+
+    report = run_eval(
+        ns.path,
+        episodes=ns.episodes,
+        deterministic=not ns.stochastic,
+        seed=ns.seed,
+        env_id=ns.env,
+        max_episode_steps=ns.max_episode_steps,
+        json_path=ns.json,
+        record_dir=ns.record,
+        record_episodes=ns.record_episodes,
+        render=ns.render,
+        analyze_value=ns.analyze_value,
+        device=ns.device,
+    )
+    mode = "deterministic" if report["deterministic"] else "stochastic"
+    print(
+        f"eval {report['env']} ({report['episodes']} episodes, {mode}, seed {report['seed']}):"
+        f" return {report['mean_return']:.1f} +- {report['std_return']:.1f},"
+        f" length {report['mean_length']:.0f} +- {report['std_length']:.0f}"
+    )
+    for video in report.get("videos", []):
+        print(f"video: {video['path']} ({video['frames']} frames)")
+    if "value_analysis" in report:
+        va = report["value_analysis"]
+        print(
+            f"value analysis: explained variance {va['explained_variance']:.3f},"
+            f" bias (V - G) {va['bias']:+.3g}, rmse {va['rmse']:.3g}; figure: {va['png']}"
+        )
+    if ns.json:
+        print(f"results written to {ns.json}")
+    return 0
+
+
+def cmd_plot(ns: argparse.Namespace) -> int:
+    from ppokit.plot import plot_runs
+
+    summary = plot_runs(
+        ns.runs, ns.out, metric=ns.metric, band=ns.band, smooth_window=ns.smooth, title=ns.title
+    )
+    for group in summary["groups"]:
+        final = "no data" if group["final"] is None else f"final {group['final']:.1f}"
+        print(f"{group['label']}: {final}")
+    print(f"plot written to {summary['out']}")
+    return 0
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    from ppokit.export import export_policy
+
+    result = export_policy(ns.path, ns.format, ns.out)
+    print(
+        f"exported {result.format} policy to {result.path}; verified on {result.samples} random"
+        f" observations: max abs difference {result.max_abs_diff:.2e}"
+    )
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

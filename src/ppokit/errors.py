@@ -18,7 +18,8 @@ class CheckpointError(PPOKitError):
 
 
 class ExportError(PPOKitError):
-    """A policy cannot be exported, or the exported file does not match the torch policy."""
+    """A policy cannot be exported, an exported file does not match the torch policy, or an
+    exported file cannot be read."""
 
 
 class OutputError(PPOKitError):

@@ -1,16 +1,33 @@
-"""Evaluation of a policy over whole episodes on a fresh vector env."""
+"""Evaluation of a policy over whole episodes, and `ppokit eval` around it.
+
+One loop (`evaluate_policy`) runs the episodes; recording videos, live rendering and the value
+analysis are hooks on it (`EvalHook`), so the numbers printed with `--record` or
+`--analyze-value` are the numbers of a plain evaluation with the same seed.
+
+Episodes are numbered up front: env i of n runs episodes i, i + n, i + 2n, ... (its fixed
+share), so results, videos (episode_003.mp4) and value traces line up by number whatever order
+the episodes end in, and fast-ending episodes are not over-represented.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from ppokit.config import EnvConfig
+from ppokit.envs.base import StepResult
 from ppokit.envs.gym_env import GymVecEnv
+from ppokit.errors import ConfigError, EnvError
 from ppokit.nn.actor_critic import ActorCritic
+
+Active = list[int | None]  # per env: the number of the episode it is running, None when done
 
 
 def policy_fn(
@@ -27,6 +44,26 @@ def policy_fn(
     return act
 
 
+class EvalHook(Protocol):
+    """Watches `evaluate_policy`'s loop. `active[i]` is the episode env i runs (None: done)."""
+
+    def begin(self, env: GymVecEnv, obs: torch.Tensor, active: Active) -> None: ...
+
+    def after_step(
+        self,
+        env: GymVecEnv,
+        obs: torch.Tensor,
+        result: StepResult,
+        before: Active,
+        after: Active,
+    ) -> None:
+        """`obs` is what the policy acted on; `before`/`after` the episode numbers around the
+        step (an env whose episode ended has a new number, or None, in `after`)."""
+        ...
+
+    def end(self) -> None: ...
+
+
 def evaluate_policy(
     policy: Callable[[torch.Tensor], torch.Tensor],
     env_cfg: EnvConfig,
@@ -34,43 +71,359 @@ def evaluate_policy(
     seed: int = 0,
     device: torch.device | str = "cpu",
     max_parallel: int = 8,
+    hooks: Sequence[EvalHook] = (),
 ) -> dict:
-    """Run `episodes` full episodes; mean/std of return and length.
-
-    Envs run in parallel, each assigned a fixed share of the episodes up front, so fast-ending
-    episodes are not over-represented.
-    """
+    """Run `episodes` full episodes; mean/std of return and length, and the per-episode lists
+    (ordered by episode number)."""
     n = max(1, min(episodes, max_parallel))
     env = GymVecEnv(replace(env_cfg, num_envs=n, vectorization="sync"), device=device)
     targets = np.array([episodes // n + (i < episodes % n) for i in range(n)])
     done_counts = np.zeros(n, dtype=int)
-    returns: list[float] = []
-    lengths: list[int] = []
+    returns = np.zeros(episodes)
+    lengths = np.zeros(episodes, dtype=int)
     ep_ret = np.zeros(n)
     ep_len = np.zeros(n, dtype=int)
+
+    def active() -> Active:
+        return [
+            int(done_counts[i] * n + i) if done_counts[i] < targets[i] else None for i in range(n)
+        ]
+
     try:
         obs = env.reset(seed=seed)
-        while (done_counts < targets).any():
+        current = active()
+        for hook in hooks:
+            hook.begin(env, obs, current)
+        while any(number is not None for number in current):
             result = env.step(policy(obs))
             ep_ret += result.rewards.cpu().numpy()
             ep_len += 1
             ended = (result.terminated | result.truncated).cpu().numpy()
             for i in np.flatnonzero(ended):
-                if done_counts[i] < targets[i]:
-                    returns.append(float(ep_ret[i]))
-                    lengths.append(int(ep_len[i]))
+                number = current[i]
+                if number is not None:
+                    returns[number] = ep_ret[i]
+                    lengths[number] = ep_len[i]
                     done_counts[i] += 1
                 ep_ret[i] = 0.0
                 ep_len[i] = 0
-            obs = result.obs
+            after = active()
+            for hook in hooks:
+                hook.after_step(env, obs, result, current, after)
+            obs, current = result.obs, after
     finally:
-        env.close()
+        try:
+            for hook in hooks:
+                hook.end()
+        finally:
+            env.close()
     return {
-        "episodes": len(returns),
-        "mean_return": float(np.mean(returns)),
-        "std_return": float(np.std(returns)),
-        "mean_length": float(np.mean(lengths)),
-        "std_length": float(np.std(lengths)),
-        "returns": returns,
-        "lengths": lengths,
+        "episodes": episodes,
+        "mean_return": float(np.mean(returns)) if episodes else math.nan,
+        "std_return": float(np.std(returns)) if episodes else math.nan,
+        "mean_length": float(np.mean(lengths)) if episodes else math.nan,
+        "std_length": float(np.std(lengths)) if episodes else math.nan,
+        "returns": returns.tolist(),
+        "lengths": lengths.tolist(),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Hooks: videos and value traces
+# ----------------------------------------------------------------------------------------------
+
+
+class VideoRecorder:
+    """One MP4 per recorded episode from the envs' rgb_array rendering.
+
+    Frame t of an episode shows the state the policy acted on at step t, so a video has exactly
+    as many frames as its episode has steps (the state after the last action is never shown:
+    the env has already reset to the next episode when the step returns).
+    """
+
+    def __init__(self, folder: Path, episodes: int, env_id: str, fps: float | None = None) -> None:
+        self.folder = Path(folder)
+        self.record = set(range(episodes))
+        self.env_id = env_id
+        self.fps = fps
+        self.videos: dict[int, Path] = {}
+        self.frames: dict[int, int] = {}
+        self._writers: dict[int, object] = {}  # env index -> VideoWriter
+
+    def _envs(self, env: GymVecEnv) -> list:
+        return list(env.env.envs)  # the sync vector env's gymnasium envs, rendered one by one
+
+    def _open(self, env: GymVecEnv, i: int, number: int) -> None:
+        from ppokit.recording import VideoWriter
+
+        single = self._envs(env)[i]
+        fps = self.fps or single.metadata.get("render_fps") or 30
+        path = self.folder / f"episode_{number:03d}.mp4"
+        self._writers[i] = VideoWriter(path, float(fps))
+        self.videos[number] = path
+
+    def _capture(self, env: GymVecEnv, i: int) -> None:
+        from ppokit.recording import render_frame
+
+        self._writers[i].append(render_frame(self._envs(env)[i], self.env_id))  # type: ignore[attr-defined]
+
+    def begin(self, env: GymVecEnv, obs: torch.Tensor, active: Active) -> None:
+        for i, number in enumerate(active):
+            if number in self.record:
+                self._open(env, i, number)
+                self._capture(env, i)
+
+    def after_step(
+        self, env: GymVecEnv, obs: torch.Tensor, result: StepResult, before: Active, after: Active
+    ) -> None:
+        ended = (result.terminated | result.truncated).cpu().numpy()
+        for i, (old, new) in enumerate(zip(before, after)):
+            if ended[i] and i in self._writers:
+                self._close(i, old)
+            if new in self.record:
+                if i not in self._writers:
+                    self._open(env, i, new)
+                self._capture(env, i)
+
+    def _close(self, i: int, number: int | None) -> None:
+        writer = self._writers.pop(i)
+        writer.close()  # type: ignore[attr-defined]
+        if number is not None:
+            self.frames[number] = writer.frames  # type: ignore[attr-defined]
+
+    def end(self) -> None:
+        for i in list(self._writers):
+            self._close(i, None)
+
+
+@dataclass
+class EpisodeTrace:
+    """V(s_t) and r_t along one episode, and how it ended."""
+
+    values: np.ndarray
+    rewards: np.ndarray
+    terminated: bool
+    bootstrap: float  # V(final observation) for a truncated episode, 0 for a terminated one
+
+
+@dataclass
+class ValueProbe:
+    """Collects the critic's V(s_t) (in env reward units) along the evaluated episodes."""
+
+    value_fn: Callable[[torch.Tensor], torch.Tensor]
+    episodes: int
+    traces: list[EpisodeTrace | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.traces = [None] * self.episodes
+        self._values: dict[int, list[float]] = {}
+        self._rewards: dict[int, list[float]] = {}
+
+    def begin(self, env: GymVecEnv, obs: torch.Tensor, active: Active) -> None:
+        self._values = {i: [] for i in range(len(active))}
+        self._rewards = {i: [] for i in range(len(active))}
+
+    @torch.no_grad()
+    def after_step(
+        self, env: GymVecEnv, obs: torch.Tensor, result: StepResult, before: Active, after: Active
+    ) -> None:
+        if all(number is None for number in before):
+            return
+        values = self.value_fn(obs).double().cpu().numpy()
+        rewards = result.rewards.double().cpu().numpy()
+        terminated = result.terminated.cpu().numpy()
+        truncated = result.truncated.cpu().numpy()
+        for i, number in enumerate(before):
+            if number is None:
+                continue
+            self._values[i].append(float(values[i]))
+            self._rewards[i].append(float(rewards[i]))
+            if terminated[i] or truncated[i]:
+                bootstrap = 0.0
+                if not terminated[i] and result.final_obs is not None:
+                    bootstrap = float(self.value_fn(result.final_obs[i : i + 1])[0])
+                self.traces[number] = EpisodeTrace(
+                    np.array(self._values[i]),
+                    np.array(self._rewards[i]),
+                    bool(terminated[i]),
+                    bootstrap,
+                )
+                self._values[i], self._rewards[i] = [], []
+
+    def end(self) -> None:
+        pass
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float, bootstrap: float = 0.0) -> np.ndarray:
+    """G_t = r_t + gamma * G_{t+1}, with G_T = bootstrap."""
+    out = np.empty(len(rewards))
+    g = bootstrap
+    for t in range(len(rewards) - 1, -1, -1):
+        g = rewards[t] + gamma * g
+        out[t] = g
+    return out
+
+
+def value_analysis(traces: Sequence[EpisodeTrace], gamma: float) -> dict:
+    """How well V(s_t) predicts the realised discounted return G_t along the episodes.
+
+    G_t sums the episode's rewards discounted by gamma; a truncated episode (time limit) adds
+    gamma^(T-t) V(final observation), as training does, so the time limit does not read as a
+    critic error. explained_variance = 1 - Var(G - V) / Var(G) over every step; bias = mean(V - G).
+    """
+    values = [t.values for t in traces]
+    returns = [discounted_returns(t.rewards, gamma, t.bootstrap) for t in traces]
+    v, g = np.concatenate(values), np.concatenate(returns)
+    var_g = float(np.var(g))
+    per_episode = [
+        {
+            "episode": k,
+            "length": len(vk),
+            "terminated": t.terminated,
+            "bias": float(np.mean(vk - gk)),
+            "rmse": float(np.sqrt(np.mean((vk - gk) ** 2))),
+            "value_start": float(vk[0]),
+            "return_start": float(gk[0]),
+        }
+        for k, (t, vk, gk) in enumerate(zip(traces, values, returns))
+    ]
+    return {
+        "gamma": gamma,
+        "steps": int(len(v)),
+        "explained_variance": float(1.0 - np.var(g - v) / var_g) if var_g > 0 else math.nan,
+        "bias": float(np.mean(v - g)),
+        "rmse": float(np.sqrt(np.mean((v - g) ** 2))),
+        "correlation": float(np.corrcoef(v, g)[0, 1]) if len(v) > 1 and var_g > 0 else math.nan,
+        "truncation_bootstrap": "G of a truncated episode ends with gamma^k V(final observation)",
+        "per_episode": per_episode,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# `ppokit eval`
+# ----------------------------------------------------------------------------------------------
+
+
+def run_eval(
+    path: str | Path,
+    episodes: int = 10,
+    deterministic: bool = True,
+    seed: int = 0,
+    env_id: str | None = None,
+    max_episode_steps: int | None = None,
+    json_path: str | Path | None = None,
+    record_dir: str | Path | None = None,
+    record_episodes: int | None = None,
+    render: bool = False,
+    analyze_value: str | Path | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Evaluate a checkpoint, run directory or exported policy; see `ppokit eval --help`."""
+    from ppokit import recording
+    from ppokit.outputs import output_dir, output_file, write_text
+    from ppokit.policy import env_spaces, load_policy, reward_scale, space_mismatch
+
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    if record_episodes is not None and record_episodes < 1:
+        raise ConfigError(f"--record-episodes must be >= 1, got {record_episodes}")
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise ConfigError(f"--max-episode-steps must be >= 1, got {max_episode_steps}")
+    if render and record_dir is not None:
+        raise ConfigError("--render and --record cannot be combined (one render mode per env)")
+    if render and not recording.has_display():
+        raise EnvError(
+            "--render needs a display, and DISPLAY is not set; use --record DIR to write videos"
+            " instead"
+        )
+    # Output paths first: a typo should not cost a whole evaluation.
+    json_file = output_file(json_path, "eval JSON") if json_path is not None else None
+    png_file = output_file(analyze_value, "value-analysis PNG") if analyze_value else None
+    if png_file is not None and png_file.suffix.lower() != ".png":
+        raise ConfigError(f"--analyze-value writes a PNG; give a .png path, not {str(png_file)!r}")
+    videos_dir = output_dir(record_dir, "videos") if record_dir is not None else None
+
+    from ppokit.trainer import resolve_device
+
+    torch_device = resolve_device(device)
+    policy = load_policy(path, torch_device, deterministic)
+    if png_file is not None and policy.model is None:
+        raise ConfigError(
+            f"--analyze-value needs the critic, which {policy.kind} files leave out; evaluate the"
+            " checkpoint or run directory instead"
+        )
+    meta = policy.metadata
+    if "env" in meta:
+        env_cfg = EnvConfig(**meta["env"])
+    elif env_id is None:
+        raise ConfigError(
+            f"{str(path)!r} does not name its env (no ppokit metadata); pass --env ID"
+        )
+    else:
+        env_cfg = EnvConfig()
+    if env_id is not None and env_id != env_cfg.id:
+        # Another env: its own time limit and constructor arguments.
+        env_cfg = replace(env_cfg, id=env_id, kwargs={}, max_episode_steps=None)
+    if max_episode_steps is not None:
+        env_cfg = replace(env_cfg, max_episode_steps=max_episode_steps)
+
+    observation_space, action_space = env_spaces(
+        env_cfg.id, env_cfg.max_episode_steps, env_cfg.kwargs
+    )
+    if "observation_space" in meta:
+        problem = space_mismatch(meta, observation_space, action_space)
+        if problem:
+            raise EnvError(f"env {env_cfg.id!r} does not fit the policy: it has {problem}")
+
+    hooks: list = []
+    max_parallel = 8
+    recorder = None
+    if videos_dir is not None:
+        recording.check_render_mode(env_cfg.id, env_cfg.kwargs, "rgb_array", "--record")
+        recording.configure_headless_gl()
+        env_cfg = replace(env_cfg, kwargs={**env_cfg.kwargs, "render_mode": "rgb_array"})
+        count = episodes if record_episodes is None else min(record_episodes, episodes)
+        recorder = VideoRecorder(videos_dir, count, env_cfg.id)
+        hooks.append(recorder)
+    if render:
+        recording.check_render_mode(env_cfg.id, env_cfg.kwargs, "human", "--render")
+        env_cfg = replace(env_cfg, kwargs={**env_cfg.kwargs, "render_mode": "human"})
+        max_parallel = 1  # one window
+    probe = None
+    if png_file is not None:
+        assert policy.model is not None and policy.checkpoint is not None
+        model, scale = policy.model, reward_scale(policy.checkpoint)
+
+        def value_fn(obs: torch.Tensor) -> torch.Tensor:
+            return model.value(model.normalize(obs.to(torch_device))) * scale
+
+        probe = ValueProbe(value_fn, episodes)
+        hooks.append(probe)
+
+    result = evaluate_policy(policy, env_cfg, episodes, seed, torch_device, max_parallel, hooks)
+    report = {
+        "policy": str(policy.path),
+        "kind": policy.kind,
+        "env": env_cfg.id,
+        "deterministic": deterministic,
+        "seed": seed,
+        **result,
+    }
+    if recorder is not None:
+        report["videos"] = [
+            {"episode": k, "path": str(p), "frames": recorder.frames.get(k)}
+            for k, p in sorted(recorder.videos.items())
+        ]
+    if probe is not None:
+        from ppokit.plot import plot_value_analysis
+        from ppokit.policy import checkpoint_config
+
+        assert policy.checkpoint is not None
+        gamma = checkpoint_config(policy.checkpoint).algo.gamma
+        traces = [t for t in probe.traces if t is not None]
+        analysis = value_analysis(traces, gamma)
+        plot_value_analysis(traces, gamma, analysis, png_file, title=f"{env_cfg.id}: {policy.path}")
+        report["value_analysis"] = {"png": str(png_file), **analysis}
+    if json_file is not None:
+        write_text(json_file, json.dumps(report, indent=2) + "\n", "eval JSON")
+    return report
