@@ -66,6 +66,32 @@ class PolicyConfig:
     rescale_actions: bool = opt(
         True, "Gaussian acts in [-1, 1] mapped affinely onto finite Box bounds"
     )
+    memory: Literal["none", "gru", "lstm"] = opt(
+        "none",
+        "recurrent core between the encoders and the heads (gru/lstm: trained with truncated"
+        " BPTT over algo.bptt_length steps; not with algo.compile or the numpy act step)",
+    )
+    memory_hidden: int = opt(128, "units of the recurrent core")
+    memory_layers: int = opt(1, "layers of the recurrent core")
+    critic_memory: Literal["shared", "separate", "none"] = opt(
+        "shared",
+        "recurrent policies: the critic reads the actor's core (shared), has its own (separate)"
+        " or none (feedforward critic)",
+    )
+    encoders: dict = opt(
+        {},
+        "dict observations: encoder per key, e.g. {depth: {type: cnn, channels: [16, 32],"
+        " kernels: [5, 3], strides: [2, 2], out: 64}, commands: {type: identity}, height_scan:"
+        " {type: mlp, hidden: [64]}}; keys not named: cnn for images, mlp [64] for vectors",
+    )
+    actor_keys: list[str] | None = opt(
+        None, "dict observations: keys the actor reads (default: all keys)"
+    )
+    critic_keys: list[str] | None = opt(
+        None,
+        "dict observations: keys the critic reads (default: actor_keys); keys only the critic"
+        " reads make a privileged (asymmetric) critic",
+    )
 
 
 @dataclass
@@ -73,10 +99,19 @@ class AlgoConfig:
     num_steps: int = opt(2048, "rollout length per environment between updates")
     num_epochs: int = opt(10, "optimisation epochs over each rollout")
     num_minibatches: int | None = opt(
-        32, "minibatches per epoch (set this or minibatch_size; both must agree)"
+        32,
+        "minibatches per epoch (set this or minibatch_size; both must agree); recurrent"
+        " policies split sequences of bptt_length steps, not steps",
     )
     minibatch_size: int | None = opt(
-        None, "samples per minibatch (set this or num_minibatches; both must agree)"
+        None,
+        "samples per minibatch (set this or num_minibatches; both must agree); for recurrent"
+        " policies it counts sequences of bptt_length steps",
+    )
+    bptt_length: int = opt(
+        24,
+        "recurrent policies: length of the sequences (truncated BPTT) cut from each env's"
+        " rollout; a minibatch counts sequences",
     )
     gamma: float = opt(0.99, "discount factor")
     lam: float = opt(0.95, "GAE lambda")
@@ -430,19 +465,61 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"algo.lr_factor must be > 1, got {a.lr_factor}")
     if a.optimizer == "adam" and a.weight_decay:
         raise ConfigError("algo.weight_decay needs --algo.optimizer adamw")
+    p = cfg.policy
+    positive("policy.memory_hidden", p.memory_hidden)
+    positive("policy.memory_layers", p.memory_layers)
+    positive("algo.bptt_length", a.bptt_length)
+    if p.memory != "none":
+        if a.bptt_length > a.num_steps:
+            raise ConfigError(
+                f"algo.bptt_length {a.bptt_length} is longer than the rollout (algo.num_steps"
+                f" {a.num_steps}); use at most {a.num_steps}"
+            )
+        if a.compile:
+            raise ConfigError(
+                "algo.compile does not support recurrent policies (policy.memory"
+                f" {p.memory}); use --algo.compile false"
+            )
+        if a.act_backend == "numpy":
+            raise ConfigError(
+                "algo.act_backend numpy runs flat MLP policies only; use auto or torch with"
+                f" policy.memory {p.memory}"
+            )
+
+
+def num_sequences(cfg: TrainConfig) -> int:
+    """Sequences a recurrent rollout is cut into: ceil(num_steps / bptt_length) per env."""
+    return -(-cfg.algo.num_steps // cfg.algo.bptt_length) * cfg.env.num_envs
 
 
 def minibatch_size(cfg: TrainConfig) -> int:
-    """Samples per minibatch, from num_minibatches or minibatch_size (which must agree)."""
+    """Samples per minibatch, from num_minibatches or minibatch_size (which must agree).
+
+    For recurrent policies a sample is a sequence of bptt_length steps.
+    """
     a = cfg.algo
-    batch = a.num_steps * cfg.env.num_envs
+    if cfg.policy.memory != "none":
+        return _divide(
+            cfg,
+            num_sequences(cfg),
+            f"{num_sequences(cfg)} sequences of algo.bptt_length {a.bptt_length} steps",
+        )
+    return _divide(
+        cfg,
+        a.num_steps * cfg.env.num_envs,
+        f"num_steps {a.num_steps} x num_envs {cfg.env.num_envs}",
+    )
+
+
+def _divide(cfg: TrainConfig, batch: int, unit: str) -> int:
+    a = cfg.algo
     if a.num_minibatches is None and a.minibatch_size is None:
         raise ConfigError("set algo.num_minibatches or algo.minibatch_size")
     if a.minibatch_size is not None:
         if a.minibatch_size <= 0 or batch % a.minibatch_size:
             raise ConfigError(
                 f"algo.minibatch_size {a.minibatch_size} must divide the batch size {batch}"
-                f" (num_steps {a.num_steps} x num_envs {cfg.env.num_envs})"
+                f" ({unit})"
             )
         if a.num_minibatches is not None and a.num_minibatches * a.minibatch_size != batch:
             raise ConfigError(
@@ -454,7 +531,6 @@ def minibatch_size(cfg: TrainConfig) -> int:
     assert a.num_minibatches is not None
     if a.num_minibatches <= 0 or batch % a.num_minibatches:
         raise ConfigError(
-            f"algo.num_minibatches {a.num_minibatches} must divide the batch size {batch}"
-            f" (num_steps {a.num_steps} x num_envs {cfg.env.num_envs})"
+            f"algo.num_minibatches {a.num_minibatches} must divide the batch size {batch} ({unit})"
         )
     return batch // a.num_minibatches

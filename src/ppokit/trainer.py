@@ -184,6 +184,7 @@ class Trainer:
         # A fresh run starts from the configured seed; a resumed run from one derived from its
         # update count, so two resumes of one checkpoint are identical.
         obs = self.env.reset(seed=cfg.seed + 1_000_003 * self.ppo.updates)
+        self.ppo.reset_memory()  # recurrent policies: new episodes start from a zero state
         start_time, start_step = time.perf_counter(), self.global_step
         try:
             while self.ppo.updates < self.total_updates and not self.stop_requested:

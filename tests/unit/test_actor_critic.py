@@ -217,9 +217,15 @@ def test_multidiscrete_action_space(make_ppo):
         (OBS, gym.spaces.MultiDiscrete(np.array([[2, 3], [4, 5]])), "1-D"),
         (OBS, gym.spaces.MultiBinary(3), "Discrete"),
         (
-            gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,))}),
+            gym.spaces.Tuple((gym.spaces.Box(-1, 1, (2,)), gym.spaces.Box(-1, 1, (2,)))),
             gym.spaces.Discrete(2),
             "FlattenObservation",
+        ),
+        # Dict observations are supported, with Box keys only.
+        (
+            gym.spaces.Dict({"a": gym.spaces.Discrete(3)}),
+            gym.spaces.Discrete(2),
+            "Box keys only",
         ),
     ],
 )

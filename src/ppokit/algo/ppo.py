@@ -18,9 +18,11 @@ from ppokit.algo.rollout import Minibatch, RolloutBuffer
 from ppokit.algo.schedules import LRSchedule
 from ppokit.config import TrainConfig, minibatch_size
 from ppokit.envs.base import StepResult
+from ppokit.errors import ConfigError
 from ppokit.nn.actor_critic import ActorCritic
 from ppokit.nn.normalization import RewardScaler
 from ppokit.nn.numpy_explorer import NumpyExplorer
+from ppokit.observations import Obs, storage_dtype
 
 ADV_EPS = 1e-8
 
@@ -35,8 +37,14 @@ class LossTerms:
     clip_fraction: torch.Tensor
 
 
-def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
-    return (advantages - advantages.mean()) / (advantages.std() + ADV_EPS)
+def normalize_advantages(
+    advantages: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Zero mean, unit std; over the entries where `mask` is true when given (padding)."""
+    if mask is None:
+        return (advantages - advantages.mean()) / (advantages.std() + ADV_EPS)
+    real = advantages[mask]
+    return (advantages - real.mean()) / (real.std() + ADV_EPS)
 
 
 def ppo_loss(
@@ -50,28 +58,46 @@ def ppo_loss(
 ) -> LossTerms:
     """Clipped surrogate + (optionally clipped) value loss - entropy bonus, for one minibatch.
 
-    `value_clip_coef` None means an unclipped value loss.
+    `value_clip_coef` None means an unclipped value loss. A minibatch of sequences (recurrent
+    policies: `mb.states` set) is re-run through the memory from its stored initial states; its
+    padded steps (`mb.mask` false) are left out of every term and statistic.
     """
-    log_probs, entropy, values = model.evaluate(mb.obs, mb.actions)
+    if mb.states is not None:
+        log_probs, entropy, values = model.evaluate_sequence(
+            mb.obs, mb.actions, mb.states, mb.resets
+        )
+    else:
+        log_probs, entropy, values = model.evaluate(mb.obs, mb.actions)
+    mask = mb.mask
+    if mask is None:
+        mean = torch.mean
+    else:
+        count = mask.sum()
+
+        def mean(x: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask, x, 0.0).sum() / count
+
     log_ratio = log_probs - mb.log_probs
     ratio = log_ratio.exp()
     advantages = (
-        normalize_advantages(mb.advantages) if normalize_minibatch_advantages else mb.advantages
+        normalize_advantages(mb.advantages, mask)
+        if normalize_minibatch_advantages
+        else mb.advantages
     )
-    policy_loss = torch.max(
-        -advantages * ratio, -advantages * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)
-    ).mean()
+    policy_loss = mean(
+        torch.max(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef))
+    )
     value_error = (values - mb.returns).square()
     if value_clip_coef is not None:
         clipped = mb.values + (values - mb.values).clamp(-value_clip_coef, value_clip_coef)
         value_error = torch.max(value_error, (clipped - mb.returns).square())
-    value_loss = 0.5 * value_error.mean()
-    entropy_mean = entropy.mean()
+    value_loss = 0.5 * mean(value_error)
+    entropy_mean = mean(entropy)
     loss = policy_loss + vf_coef * value_loss - ent_coef * entropy_mean
     with torch.no_grad():
         # The low-variance estimator E[(r - 1) - log r] (Schulman), >= 0 for every sample.
-        approx_kl = ((ratio - 1.0) - log_ratio).mean()
-        clip_fraction = ((ratio - 1.0).abs() > clip_coef).float().mean()
+        approx_kl = mean((ratio - 1.0) - log_ratio)
+        clip_fraction = mean(((ratio - 1.0).abs() > clip_coef).float())
     return LossTerms(
         loss,
         policy_loss.detach(),
@@ -93,7 +119,9 @@ class PPO:
     steps a training loop is made of.
 
     A loop calls, per env step, `act(obs)` then `record(step_result)`; when `rollout_full`,
-    `finish_rollout(next_obs)` then `update()`.
+    `finish_rollout(next_obs)` then `update()`. For recurrent models PPO also carries the memory
+    state of every env (`memory_state`) across steps and rollouts, zeroed where an episode ended;
+    a loop that resets its envs calls `reset_memory()`.
     """
 
     def __init__(
@@ -111,14 +139,17 @@ class PPO:
             self.num_envs, cfg.algo.gamma, clip=cfg.env.reward_clip, enabled=cfg.env.scale_rewards
         ).to(device)
         dist = model.distribution
+        self.recurrent = model.recurrent
         self.buffer = RolloutBuffer(
             cfg.algo.num_steps,
             self.num_envs,
-            (model.obs_dim,),
+            observation_layout(model),
             dist.action_shape,
             dist.action_dtype,
             device,
+            state_size=model.state_size,
         )
+        self.memory_state = model.initial_state(self.num_envs, device)
         self.params = [p for p in model.parameters() if p.requires_grad]
         a = cfg.algo
         self.loss_kwargs = {
@@ -133,9 +164,18 @@ class PPO:
         }
         self.compiled: CompiledStep | None = None
         self._numpy_explorer: NumpyExplorer | None = None
+        if a.act_backend == "numpy" and not NumpyExplorer.supports(model):
+            raise ConfigError(
+                "algo.act_backend numpy runs flat MLP policies (Box observations, no memory,"
+                " tanh/relu/elu, Gaussian or Categorical actions) on the CPU; use auto or torch"
+            )
         if a.act_backend == "numpy" or (a.act_backend == "auto" and NumpyExplorer.supports(model)):
             self._numpy_explorer = NumpyExplorer(model)
         if a.compile:
+            if self.recurrent:
+                raise ConfigError(
+                    "algo.compile does not support recurrent policies; use --algo.compile false"
+                )
             self._build_compiled()
         self.updates = 0
 
@@ -165,8 +205,22 @@ class PPO:
     def rollout_full(self) -> bool:
         return self.buffer.full
 
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
+    def reset_memory(self) -> None:
+        """Zero every env's memory state (the envs were reset)."""
+        self.memory_state.zero_()
+
+    def act(self, obs: Obs) -> torch.Tensor:
         """Sample actions for raw observations, store them in the rollout, return env actions."""
+        if self.recurrent:
+            # Values come from the same step: a recurrent critic needs the state of this step.
+            with torch.no_grad():
+                params, values, next_state = self.model.step(
+                    self.model.normalize(obs), self.memory_state
+                )
+                actions, log_probs = self.model.distribution.sample(params)
+            self.buffer.add_action(obs, actions, log_probs, self.memory_state, values)
+            self.memory_state = next_state
+            return self.model.to_env(actions)
         if self._numpy_explorer is not None:
             if self.buffer.step == 0:
                 # Weights and statistics change only between rollouts: copy them once per rollout.
@@ -175,30 +229,46 @@ class PPO:
         else:
             with torch.no_grad():
                 actions, log_probs, env_actions = self.model.explore(obs)
-        self.buffer.add_action(obs.reshape(obs.shape[0], -1), actions, log_probs)
+        self.buffer.add_action(obs, actions, log_probs)
         return env_actions
+
+    def _values(self, raw_obs: Obs) -> torch.Tensor:
+        """V(raw_obs) where raw_obs follows the last step acted on (recurrent: from the state
+        that step left)."""
+        obs = self.model.normalize(raw_obs)
+        if self.recurrent:
+            return self.model.step(obs, self.memory_state)[1]
+        return self.model.value(obs)
 
     def record(self, step: StepResult) -> None:
         """Store the outcome of the actions returned by the last `act`."""
         if step.final_obs is not None:
             # V(final observation) for envs whose episode ended now; used where it was truncated.
             with torch.no_grad():
-                values = self.model.value(self.model.normalize(step.final_obs))
-            self.buffer.bootstrap_values[self.buffer.step] = values
+                self.buffer.bootstrap_values[self.buffer.step] = self._values(step.final_obs)
         self.buffer.add_outcome(step.rewards, step.terminated, step.truncated)
+        if self.recurrent:
+            # A new episode starts from a zero state (terminated and truncated alike).
+            ended = (step.terminated | step.truncated).unsqueeze(1)
+            self.memory_state = self.memory_state.masked_fill(ended, 0.0)
 
     @torch.no_grad()
-    def finish_rollout(self, next_obs: torch.Tensor) -> None:
-        """Values, reward scaling and GAE over the full rollout; `next_obs` follows its last step."""
+    def finish_rollout(self, next_obs: Obs) -> None:
+        """Values, reward scaling and GAE over the full rollout; `next_obs` follows its last step.
+
+        Feedforward values are computed here in one batched pass; recurrent ones were stored by
+        `act` (they depend on the memory state of each step).
+        """
         b = self.buffer
         if not b.full:
             raise RuntimeError(
                 f"finish_rollout() needs a full rollout ({b.step}/{b.num_steps} steps recorded)"
             )
         T, N = b.num_steps, b.num_envs
-        obs = self.model.normalize(b.obs.flatten(0, 1))
-        b.values.copy_(self.model.value(obs).view(T, N))
-        last_values = self.model.value(self.model.normalize(next_obs))
+        if not self.recurrent:
+            obs = self.model.normalize(b.flat_obs())
+            b.values.copy_(self.model.value(obs).view(T, N))
+        last_values = self._values(next_obs)
         next_values = torch.cat([b.values[1:], last_values.unsqueeze(0)])
         next_values = torch.where(b.truncated, b.bootstrap_values, next_values)
         dones = b.dones
@@ -217,10 +287,11 @@ class PPO:
         if not self.schedule.adaptive:
             self.set_lr(self.schedule.at_update(self.updates))
         with torch.no_grad():
-            obs = self.model.normalize(b.obs.flatten(0, 1))
+            obs = self.model.normalize(b.flat_obs())
             advantages = b.advantages.flatten()
             if a.normalize_advantages and a.advantage_norm_scope == "batch":
                 advantages = normalize_advantages(advantages)
+            sequences = b.sequences(obs, advantages, a.bptt_length) if self.recurrent else None
         check_kl = a.kl_early_stop or self.schedule.adaptive
         sums = torch.zeros(5, device=self.device)  # policy, value, entropy, kl, clipfrac
         steps = 0
@@ -229,7 +300,12 @@ class PPO:
         for _ in range(a.num_epochs):
             epoch_kl = torch.zeros((), device=self.device)
             epoch_steps = 0
-            for mb in b.minibatches(obs, advantages, self.minibatch_size):
+            minibatches = (
+                b.sequence_minibatches(sequences, self.minibatch_size)
+                if sequences is not None
+                else b.minibatches(obs, advantages, self.minibatch_size)
+            )
+            for mb in minibatches:
                 terms = self._minibatch_step(mb, check_kl)
                 if terms is None:
                     stopped_early = True
@@ -243,7 +319,7 @@ class PPO:
             if stopped_early:
                 break
 
-        self.model.obs_normalizer.update(b.obs.flatten(0, 1))
+        self.model.obs_normalizer.update(b.flat_obs())
         self.updates += 1
         b.reset()
         means = (sums / max(steps, 1)).tolist()
@@ -337,6 +413,14 @@ class PPO:
         self.reward_scaler.load_state_dict(state["reward_scaler"])
         self.updates = int(state["updates"])
         self.set_lr(self.schedule.lr)
+
+
+def observation_layout(model: ActorCritic) -> tuple[int, ...] | dict:
+    """What the rollout buffer stores per step: the flat vector, or each key's shape and dtype."""
+    space = model.observation_space
+    if model.dict_obs:
+        return {k: (tuple(s.shape), storage_dtype(s)) for k, s in space.spaces.items()}
+    return (model.obs_dim,)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

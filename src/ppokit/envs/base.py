@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import torch
 
+from ppokit.observations import Obs
+
 
 @dataclass
 class StepResult:
@@ -15,14 +17,15 @@ class StepResult:
 
     `final_obs` holds, in the rows of envs whose episode ended at this step, the observation the
     episode ended on (other rows repeat `obs`), so a truncated episode can bootstrap from
-    V(final observation). It is None when no env ended (or the simulator cannot provide it).
+    V(final observation). It is None when no env ended (or the simulator cannot provide it). With
+    a Dict observation space, `obs` and `final_obs` are dicts of tensors, one per key.
     """
 
-    obs: torch.Tensor
+    obs: Obs
     rewards: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
-    final_obs: torch.Tensor | None = None
+    final_obs: Obs | None = None
     infos: dict[str, Any] = field(default_factory=dict)
 
 
@@ -35,7 +38,7 @@ class VecEnv(Protocol):
     action_space: gym.Space
     device: torch.device
 
-    def reset(self, seed: int | None = None) -> torch.Tensor:
+    def reset(self, seed: int | None = None) -> Obs:
         """Reset every env (env i seeded with seed + i) and return the first observations."""
         ...
 

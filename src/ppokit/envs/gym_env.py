@@ -4,6 +4,9 @@ The vector env runs in SAME_STEP autoreset mode: when an episode ends, `step` re
 observation of the next episode and reports the observation it ended on in
 ``infos["final_obs"]``. That is what truncation bootstrapping needs, without the extra dummy
 transition of the NEXT_STEP mode.
+
+Dict observation spaces come out as a dict of tensors, one per key (uint8 images stay uint8,
+everything else is float32); NaN checks and final observations work per key.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ppokit.config import EnvConfig
 from ppokit.envs.base import StepResult
 from ppokit.envs.serial import SerialVectorEnv
 from ppokit.errors import EnvError
+from ppokit.observations import numpy_storage_dtype
 
 
 def check_env_id(env_id: str) -> None:
@@ -85,6 +89,11 @@ class GymVecEnv:
             self.action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)
         )
         self._action_dtype = self.action_space.dtype
+        self._dict_obs = isinstance(self.observation_space, gym.spaces.Dict)
+        if self._dict_obs:
+            self._key_dtypes = {
+                k: numpy_storage_dtype(s) for k, s in self.observation_space.spaces.items()
+            }
         self.steps = 0
 
     def _to_tensor(self, array: np.ndarray, dtype: type = np.float32) -> torch.Tensor:
@@ -93,7 +102,43 @@ class GymVecEnv:
             return torch.from_numpy(array)
         return torch.as_tensor(array, device=self.device)
 
+    def _obs_to_tensor(self, obs: np.ndarray | dict) -> torch.Tensor | dict[str, torch.Tensor]:
+        if self._dict_obs:
+            return {k: self._to_tensor(obs[k], dtype) for k, dtype in self._key_dtypes.items()}
+        return self._to_tensor(obs)
+
+    def _check_obs_finite(self, what: str, obs: np.ndarray | dict) -> None:
+        if self._dict_obs:
+            for k in self._key_dtypes:
+                self._check_finite(f"{what} key {k!r}", obs[k])
+        else:
+            self._check_finite(what, obs)
+
+    def _obs_sum(self, obs: np.ndarray | dict) -> float:
+        if self._dict_obs:
+            return sum(
+                float(obs[k].sum()) for k, dtype in self._key_dtypes.items() if dtype != np.uint8
+            )
+        return obs.sum()
+
+    def _final_obs(self, obs: np.ndarray | dict, ended: np.ndarray, finals: np.ndarray) -> object:
+        """`obs` with the rows of ended envs replaced by the observation their episode ended on."""
+        if self._dict_obs:
+            final = {
+                k: np.array(obs[k], dtype=dtype, copy=True) for k, dtype in self._key_dtypes.items()
+            }
+            for i in np.flatnonzero(ended):
+                for k, array in final.items():
+                    array[i] = finals[i][k]
+            return final
+        final = np.array(obs, dtype=np.float32, copy=True)
+        for i in np.flatnonzero(ended):
+            final[i] = finals[i]
+        return final
+
     def _check_finite(self, what: str, array: np.ndarray) -> None:
+        if array.dtype == np.uint8:
+            return
         if not np.isfinite(array).all():
             bad = np.argwhere(~np.isfinite(array.reshape(self.num_envs, -1)).all(axis=1))[:, 0]
             raise EnvError(
@@ -103,8 +148,8 @@ class GymVecEnv:
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         obs, _ = self.env.reset(seed=seed)
-        self._check_finite("observation", obs)
-        return self._to_tensor(obs)
+        self._check_obs_finite("observation", obs)
+        return self._obs_to_tensor(obs)
 
     def step(self, actions: torch.Tensor) -> StepResult:
         actions_np = (
@@ -116,19 +161,16 @@ class GymVecEnv:
         self.steps += 1
         # One reduction covers both arrays: a sum is finite iff every term is (or it overflowed,
         # which the precise checks below then clear).
-        if not math.isfinite(obs.sum() + rewards.sum()):
-            self._check_finite("observation", obs)
+        if not math.isfinite(self._obs_sum(obs) + rewards.sum()):
+            self._check_obs_finite("observation", obs)
             self._check_finite("reward", rewards)
         final_obs = None
         if "final_obs" in infos:  # present only when an episode ended (SAME_STEP autoreset)
-            ended = terminated | truncated
-            final = np.array(obs, dtype=np.float32, copy=True)
-            for i in np.flatnonzero(ended):
-                final[i] = infos["final_obs"][i]
-            self._check_finite("final observation", final)
-            final_obs = self._to_tensor(final)
+            final = self._final_obs(obs, terminated | truncated, infos["final_obs"])
+            self._check_obs_finite("final observation", final)
+            final_obs = self._obs_to_tensor(final)
         return StepResult(
-            obs=self._to_tensor(obs),
+            obs=self._obs_to_tensor(obs),
             rewards=self._to_tensor(rewards),
             terminated=self._to_tensor(terminated, bool),
             truncated=self._to_tensor(truncated, bool),

@@ -4,6 +4,7 @@ Gymnasium's SyncVectorEnv merges every env's info dict into batched arrays on ev
 single fast MuJoCo env that bookkeeping costs as much as the physics. ppokit only needs the
 observations, rewards, the two done flags and the final observation of ended episodes, so the
 loop below produces exactly those (infos carry only `final_obs`/`final_info` of ended envs).
+Dict observation spaces are batched per key into a dict of arrays, as Gymnasium's vector envs do.
 """
 
 from __future__ import annotations
@@ -31,20 +32,43 @@ class SerialVectorEnv:
                 or env.action_space != self.single_action_space
             ):
                 raise ValueError(f"env {i} has spaces different from env 0")
-        self._obs_shape = self.single_observation_space.shape
-        self._obs_dtype = self.single_observation_space.dtype or np.float32
+        space = self.single_observation_space
+        self._dict_obs = isinstance(space, gym.spaces.Dict)
+        if self._dict_obs:
+            self._key_layout = {
+                k: (s.shape, s.dtype or np.float32) for k, s in space.spaces.items()
+            }
+        else:
+            self._obs_shape = space.shape
+            self._obs_dtype = space.dtype or np.float32
 
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict]:
-        obs = np.empty((self.num_envs, *self._obs_shape), dtype=self._obs_dtype)
+    def _empty_obs(self) -> np.ndarray | dict[str, np.ndarray]:
+        n = self.num_envs
+        if self._dict_obs:
+            return {
+                k: np.empty((n, *shape), dtype) for k, (shape, dtype) in self._key_layout.items()
+            }
+        return np.empty((n, *self._obs_shape), dtype=self._obs_dtype)
+
+    def _put(self, obs: np.ndarray | dict, i: int, o: np.ndarray | dict) -> None:
+        if self._dict_obs:
+            for k, array in obs.items():
+                array[i] = o[k]
+        else:
+            obs[i] = o
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray | dict, dict]:
+        obs = self._empty_obs()
         for i, env in enumerate(self.envs):
-            obs[i], _ = env.reset(seed=None if seed is None else seed + i)
+            o, _ = env.reset(seed=None if seed is None else seed + i)
+            self._put(obs, i, o)
         return obs, {}
 
     def step(
         self, actions: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    ) -> tuple[np.ndarray | dict, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         n = self.num_envs
-        obs = np.empty((n, *self._obs_shape), dtype=self._obs_dtype)
+        obs = self._empty_obs()
         rewards = np.empty(n, dtype=np.float64)
         terminated = np.empty(n, dtype=bool)
         truncated = np.empty(n, dtype=bool)
@@ -62,7 +86,10 @@ class SerialVectorEnv:
                 infos["final_info"][i] = info
                 infos["_final_obs"][i] = True
                 o, _ = env.reset()
-            obs[i] = o
+            if self._dict_obs:
+                self._put(obs, i, o)
+            else:
+                obs[i] = o
         return obs, rewards, terminated, truncated, infos
 
     def render(self) -> tuple:

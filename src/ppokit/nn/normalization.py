@@ -2,10 +2,15 @@
 
 Statistics are kept in float64 so that merging a small batch into millions of samples does not
 lose the update to rounding; the forward pass uses float32 copies refreshed after each update.
+Dict observations get one normalizer per vector key; image keys are scaled, not normalized.
 """
 
 from __future__ import annotations
 
+import math
+
+import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
@@ -141,3 +146,59 @@ class RewardScaler(nn.Module):
     def reset(self) -> None:
         """Forget the per-env running returns (new episodes everywhere), keep the statistics."""
         self.returns.zero_()
+
+
+class ImageScaler(nn.Module):
+    """Images are scaled to [0, 1] from their Box bounds (uint8: / 255), not normalized: per-pixel
+    running statistics would cost memory and make an image's meaning drift during training."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__()
+        self.low = float(low)
+        self.scale = 1.0 / (float(high) - float(low))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.low) * self.scale
+
+
+class DictObservationNormalizer(nn.Module):
+    """Per-key normalization of dict observations: vectors get an `ObservationNormalizer`
+    (running mean/std over the key's flattened features), images an `ImageScaler`."""
+
+    def __init__(self, space: gym.spaces.Dict, clip: float = 10.0, enabled: bool = True) -> None:
+        super().__init__()
+        self.enabled = enabled
+        parts: dict[str, nn.Module] = {}
+        for key, sub in space.spaces.items():
+            if len(sub.shape) == 3:
+                low, high = image_bounds(sub)
+                parts[key] = ImageScaler(low, high)
+            else:
+                dim = int(math.prod(sub.shape))
+                parts[key] = ObservationNormalizer((dim,), clip=clip, enabled=enabled)
+        self.keys = list(parts)
+        self.parts = nn.ModuleDict(parts)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, part in self.parts.items():
+            x = obs[key]
+            out[key] = part(x if isinstance(part, ImageScaler) else x.reshape(x.shape[0], -1))
+        return out
+
+    @torch.no_grad()
+    def update(self, obs: dict[str, torch.Tensor]) -> None:
+        for key, part in self.parts.items():
+            if not isinstance(part, ImageScaler):
+                part.update(obs[key].reshape(obs[key].shape[0], -1))
+
+
+def image_bounds(space: gym.spaces.Box) -> tuple[float, float]:
+    """The value range images of `space` are scaled from: uint8 0-255, else the Box bounds when
+    finite, else [0, 1] (left as is)."""
+    if space.dtype == np.uint8:
+        return 0.0, 255.0
+    low, high = float(np.min(space.low)), float(np.max(space.high))
+    if np.isfinite(low) and np.isfinite(high) and high > low:
+        return low, high
+    return 0.0, 1.0

@@ -34,9 +34,11 @@ class NumpyExplorer:
 
     @staticmethod
     def supports(model: ActorCritic) -> bool:
-        """MLP actor with a NumPy activation, Gaussian or Categorical actions, on the CPU."""
+        """MLP actor with a NumPy activation, Gaussian or Categorical actions, on the CPU; not
+        for dict observations (encoders) or recurrent models (memory)."""
         return (
-            isinstance(model.actor, MLP)
+            model.flat_mlp
+            and isinstance(model.actor, MLP)
             and model.actor.activation in NUMPY_ACTIVATIONS
             and isinstance(model.distribution, (DiagGaussian, Categorical))
             and all(p.device.type == "cpu" for p in model.parameters())
