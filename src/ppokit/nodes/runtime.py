@@ -1,0 +1,419 @@
+"""The helpers a graph program calls besides ppokit's core API (part of the public API: exported
+scripts import this module).
+
+Nothing here learns: acting, recording, GAE and the update are `PPO.act`, `PPO.record`,
+`PPO.finish_rollout` and `PPO.update`, called by the program itself. This module holds the
+small pieces of plumbing that nodes add around them (batch concatenation for several envs,
+k-tick windows for high-level agents, checkpoints, progress lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ppokit import checkpoint as ckpt
+from ppokit.config import EnvConfig, TrainConfig, to_dict
+from ppokit.envs.base import StepResult
+from ppokit.episodes import EpisodeTracker
+from ppokit.evaluate import evaluate_policy, policy_fn
+from ppokit.nn.actor_critic import ActorCritic
+from ppokit.outputs import output_file
+from ppokit.trainer import resolve_device, seed_everything
+
+_state: dict[str, Any] = {"quiet": False, "t0": time.perf_counter()}
+
+
+def start(seed: int, device: str, torch_threads: int | None, quiet: bool = False) -> torch.device:
+    """What `ppokit train` does before building anything: threads, device, seeds (in that
+    order, so a graph and the equivalent `ppokit train` draw the same random numbers)."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    resolved = resolve_device(device)
+    seed_everything(seed)
+    _state["quiet"] = quiet
+    _state["t0"] = time.perf_counter()
+    return resolved
+
+
+def box(dim: int) -> gym.spaces.Box:
+    """The observation space of features that do not come straight from an env."""
+    return gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+
+
+def action_space(kind: str, size: int) -> gym.Space:
+    """The action space of an agent whose actions reach no env: continuous in [-1, 1]^size, or
+    `size` discrete choices."""
+    if kind == "discrete":
+        return gym.spaces.Discrete(size)
+    return gym.spaces.Box(-1.0, 1.0, (size,), np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# What an agent produces
+# ----------------------------------------------------------------------------------------------
+
+
+class PolicyOutput:
+    """An agent's output for one tick.
+
+    `action` is what goes to the env (rescaled and clipped to its bounds); `policy_action` the
+    sample in the policy's own space and `log_prob` its log-probability. `value` and
+    `action_params` are computed when read (the training loop itself never needs them per step:
+    values come from one batched critic pass in `PPO.finish_rollout`). Read them in the tick
+    they belong to.
+    """
+
+    __slots__ = ("model", "observations", "action", "policy_action", "log_prob")
+
+    def __init__(
+        self,
+        model: ActorCritic,
+        observations: torch.Tensor,
+        action: torch.Tensor,
+        policy_action: torch.Tensor,
+        log_prob: torch.Tensor,
+    ) -> None:
+        self.model = model
+        self.observations = observations
+        self.action = action
+        self.policy_action = policy_action
+        self.log_prob = log_prob
+
+    @classmethod
+    def from_rollout(
+        cls, model: ActorCritic, observations: torch.Tensor, action: torch.Tensor, buffer: Any
+    ) -> PolicyOutput:
+        """After `PPO.act`: the sample and log-prob it just stored in the rollout buffer."""
+        t = buffer.step  # act stores at the current step; record advances it
+        return cls(model, observations, action, buffer.actions[t], buffer.log_probs[t])
+
+    @classmethod
+    def explore(cls, model: ActorCritic, observations: torch.Tensor) -> PolicyOutput:
+        """Sample without storing anything (an agent that is not, or no longer, trained)."""
+        with torch.no_grad():
+            policy_action, log_prob, action = model.explore(observations)
+        return cls(model, observations, action, policy_action, log_prob)
+
+    @property
+    def value(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.value(self.model.normalize(self.observations))
+
+    @property
+    def action_params(self) -> dict[str, torch.Tensor]:
+        """{"mean", "std"} of the Gaussian (policy space) or {"logits"}."""
+        with torch.no_grad():
+            params = self.model.actor(self.model.normalize(self.observations))
+            if self.model.continuous:
+                return {"mean": params, "std": self.model.distribution.std().expand_as(params)}
+            return {"logits": params}
+
+
+def actions_of(value: Any) -> torch.Tensor:
+    return value.action if isinstance(value, PolicyOutput) else value
+
+
+def features(value: Any, space: gym.Space) -> torch.Tensor:
+    """Actions as float features for another agent's observations (one-hot when discrete)."""
+    x = actions_of(value)
+    if isinstance(space, gym.spaces.Discrete):
+        return F.one_hot(x.long(), int(space.n)).float()
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return torch.cat(
+            [F.one_hot(x[:, i].long(), int(n)).float() for i, n in enumerate(space.nvec)], dim=1
+        )
+    return x.float().reshape(x.shape[0], -1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches of several envs, extra features
+# ----------------------------------------------------------------------------------------------
+
+
+def concat_batches(parts: Sequence[Any]) -> Any:
+    """Concatenate the env batches of several sources (tensors or step results) in order."""
+    first = parts[0]
+    if isinstance(first, StepResult):
+        finals = [p.final_obs for p in parts]
+        final = (
+            None
+            if all(f is None for f in finals)
+            else torch.cat([p.obs if f is None else f for p, f in zip(parts, finals)])
+        )
+        return StepResult(
+            obs=torch.cat([p.obs for p in parts]),
+            rewards=torch.cat([p.rewards for p in parts]),
+            terminated=torch.cat([p.terminated for p in parts]),
+            truncated=torch.cat([p.truncated for p in parts]),
+            final_obs=final,
+        )
+    return torch.cat([actions_of(p) for p in parts])
+
+
+def append_features(value: Any, extra: torch.Tensor) -> Any:
+    """Observations (or a step result's observations and final observations) with `extra`
+    appended as further features."""
+    if isinstance(value, StepResult):
+        return dataclasses.replace(
+            value,
+            obs=torch.cat([value.obs, extra], dim=1),
+            final_obs=None
+            if value.final_obs is None
+            else torch.cat([value.final_obs, extra], dim=1),
+        )
+    return torch.cat([value, extra], dim=1)
+
+
+def with_rewards(step: StepResult, rewards: torch.Tensor) -> StepResult:
+    """`step` with other rewards (a graph may reshape them between the env and the trainer)."""
+    return step if rewards is step.rewards else dataclasses.replace(step, rewards=rewards)
+
+
+def final_observations(step: StepResult) -> torch.Tensor:
+    """The observation each env's step ended on: the final one where an episode ended."""
+    return step.obs if step.final_obs is None else step.final_obs
+
+
+class Window:
+    """One transition of an agent that acts every k ticks, summed from k env steps.
+
+    Per env: rewards are summed up to and including the step its episode ended on (if it ended
+    within the window); `terminated`/`truncated` and the final observation are those of that
+    end. Rewards of a new episode begun inside the window belong to no transition.
+    """
+
+    def __init__(self) -> None:
+        self.rewards: torch.Tensor | None = None
+
+    def add(self, step: StepResult, rewards: torch.Tensor) -> None:
+        if self.rewards is None:
+            self.rewards = torch.zeros_like(rewards)
+            self.terminated = torch.zeros_like(step.terminated)
+            self.truncated = torch.zeros_like(step.truncated)
+            self.final_obs: torch.Tensor | None = None
+        live = ~(self.terminated | self.truncated)
+        self.rewards += torch.where(live, rewards, torch.zeros_like(rewards))
+        ends = (step.terminated | step.truncated) & live
+        if bool(ends.any()):
+            assert step.final_obs is not None
+            if self.final_obs is None:
+                self.final_obs = step.final_obs.clone()
+            else:
+                self.final_obs[ends] = step.final_obs[ends]
+        self.terminated |= step.terminated & live
+        self.truncated |= step.truncated & live
+        self.last_obs = step.obs
+
+    def pop(self) -> StepResult:
+        assert self.rewards is not None, "Window.pop() before add()"
+        ended = self.terminated | self.truncated
+        final = None
+        if self.final_obs is not None:
+            final = torch.where(ended.unsqueeze(1), self.final_obs, self.last_obs)
+        step = StepResult(self.last_obs, self.rewards, self.terminated, self.truncated, final)
+        self.rewards = None
+        return step
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress, evaluation, checkpoints, export
+# ----------------------------------------------------------------------------------------------
+
+
+def episode_metrics(episodes: EpisodeTracker) -> dict[str, float]:
+    mean_return = episodes.mean_return()
+    if mean_return is None:
+        return {}
+    return {
+        "charts/episode_return": mean_return,
+        "charts/episode_length": float(episodes.mean_length() or 0.0),
+    }
+
+
+def log_update(
+    name: str, updates: int, total: int, global_step: int, metrics: dict, every: int
+) -> None:
+    """A progress line every `every` updates (and at the last one), unless quiet."""
+    if _state["quiet"] or not every or (updates % every and updates != total):
+        return
+    sps = global_step / max(time.perf_counter() - _state["t0"], 1e-9)
+    ret = metrics.get("charts/episode_return")
+    parts = [
+        f"[{name}] update {updates}/{total}",
+        f"steps {global_step}",
+        f"return {ret:.1f}" if ret is not None else "return -",
+        f"value_loss {metrics['losses/value_loss']:.3g}",
+        f"kl {metrics['losses/approx_kl']:.3g}",
+        f"{sps:.0f} SPS",
+    ]
+    print(" | ".join(parts), flush=True)
+
+
+def report(name: str, what: str, when: str) -> None:
+    if not _state["quiet"]:
+        print(f"[{name}] {what} ({when})", flush=True)
+
+
+def evaluate(
+    model: ActorCritic,
+    env_cfg: EnvConfig,
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    deterministic: bool = True,
+) -> dict:
+    """`evaluate_policy` on fresh envs, with the model in eval mode (as `Trainer.evaluate`)."""
+    model.eval()
+    try:
+        return evaluate_policy(policy_fn(model, deterministic), env_cfg, episodes, seed, device)
+    finally:
+        model.train()
+
+
+def eval_line(result: dict) -> str:
+    return (
+        f"eval ({result['episodes']} episodes): return {result['mean_return']:.1f}"
+        f" +- {result['std_return']:.1f}, length {result['mean_length']:.0f}"
+    )
+
+
+def output_path(out_dir: Path, path: str) -> Path:
+    """`path` relative to the run's output directory (absolute paths stay as they are)."""
+    p = Path(path)
+    return p if p.is_absolute() else out_dir / p
+
+
+def checkpoint_state(
+    cfg: TrainConfig, ppo: Any, global_step: int, episodes: EpisodeTracker
+) -> dict:
+    """A ppokit checkpoint (the layout `Trainer.state_dict` writes), so `ppokit train --resume`
+    and `ppokit.checkpoint.load_checkpoint` read it."""
+    model = ppo.model
+    return {
+        "format": ckpt.FORMAT,
+        "version": ckpt.VERSION,
+        "config": to_dict(cfg),
+        "ppo": ppo.state_dict(),
+        "global_step": global_step,
+        "episodes": episodes.state_dict(),
+        "rng": ckpt.rng_state(),
+        "spaces": {
+            "observation": repr(model.observation_space),
+            "action": repr(model.action_space),
+        },
+    }
+
+
+def save_checkpoint(path: Path, state: dict) -> str:
+    p = output_file(path, "checkpoint")
+    ckpt.save_atomic(state, p)
+    return str(p)
+
+
+def export_policy(model: ActorCritic, path: Path) -> str:
+    """TorchScript of the inference path: raw observations [B, obs_dim] -> deterministic env
+    actions, observation normalization inside (`torch.jit.load(path)(obs)`)."""
+    p = output_file(path, "exported policy")
+    example = torch.zeros(1, model.obs_dim, device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example, check_trace=False)
+        traced.save(str(p))
+    finally:
+        model.train(was_training)
+    return str(p)
+
+
+def trainer_summary(ppo: Any, episodes: EpisodeTracker, global_step: int, loss_info: dict) -> dict:
+    return {
+        "updates": ppo.updates,
+        "global_step": global_step,
+        "mean_return": episodes.mean_return(),
+        "loss_info": loss_info,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a program: output directory and the command line of exported scripts
+# ----------------------------------------------------------------------------------------------
+
+
+def default_out_dir(name: str, seed: int, root: str = "runs") -> Path:
+    stem = f"{name}_s{seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = Path(root) / stem, 1
+    while path.exists():
+        n += 1
+        path = Path(root) / f"{stem}-{n}"
+    return path
+
+
+def format_results(results: dict) -> list[str]:
+    """One line per result of the run (evaluations, checkpoints, trainers)."""
+    lines = []
+    for name, value in results.items():
+        if isinstance(value, dict) and "mean_return" in value and "episodes" in value:
+            lines.append(f"{name}: {eval_line(value)}")
+        elif isinstance(value, dict) and "updates" in value:
+            ret = value.get("mean_return")
+            ret_text = f"{ret:.1f}" if ret is not None else "-"
+            lines.append(
+                f"{name}: {value['updates']} updates, {value['global_step']} steps,"
+                f" training return {ret_text}"
+            )
+        elif isinstance(value, str):
+            lines.append(f"{name}: wrote {value}")
+        elif name == "ticks":
+            lines.append(f"ticks: {value}")
+        else:
+            lines.append(f"{name}: {json.dumps(value, default=str)}")
+    return lines
+
+
+def main(run: Callable[..., dict], name: str, seed: int, device: str) -> None:
+    """Command line of an exported script: `python script.py [--out DIR] [--device D] [--quiet]`."""
+    parser = argparse.ArgumentParser(description=f"Run the {name} graph (exported by ppokit).")
+    parser.add_argument("--out", help="output directory (default: runs/<name>_s<seed>_<time>)")
+    parser.add_argument("--device", default=device, help=f"torch device (default: {device})")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args()
+    out = Path(args.out) if args.out else default_out_dir(name, seed)
+    results = run(out_dir=out, device=args.device, quiet=args.quiet)
+    for line in format_results(results):
+        print(line)
+    sys.stdout.flush()
+
+
+__all__ = [
+    "PolicyOutput",
+    "Window",
+    "action_space",
+    "actions_of",
+    "append_features",
+    "box",
+    "checkpoint_state",
+    "concat_batches",
+    "episode_metrics",
+    "evaluate",
+    "export_policy",
+    "features",
+    "final_observations",
+    "log_update",
+    "main",
+    "save_checkpoint",
+    "start",
+    "with_rewards",
+]
