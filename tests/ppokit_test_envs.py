@@ -95,3 +95,56 @@ def _register(env_id: str, entry_point: type, **kwargs) -> None:
 
 _register(COUNTDOWN, Countdown, max_episode_steps=COUNTDOWN_MAX_STEPS)
 _register(MATRIX_ACTION, MatrixAction, max_episode_steps=10)
+
+
+DICT_OBS = "ppokit-test/DictObs-v0"
+DICT_OBS_MAX_STEPS = 5
+
+
+class DictObs(gym.Env):
+    """Dict observation {"image": uint8 (1, 12, 12), "privileged": (2,), "state": (3,)}.
+
+    ``state`` is ``[t, first_seed, 0]``, ``image`` is filled with t, ``privileged`` is
+    ``[seed, -t]``. Reward is 1 per step; the TimeLimit (``max_episode_steps``) truncates;
+    ``terminate_at`` terminates. ``nan_at`` puts a NaN into ``privileged`` at that step.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, terminate_at: int | None = None, nan_at: int | None = None) -> None:
+        self.observation_space = gym.spaces.Dict(
+            {
+                "state": gym.spaces.Box(-np.inf, np.inf, (3,), np.float32),
+                "privileged": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+                "image": gym.spaces.Box(0, 255, (1, 12, 12), np.uint8),
+            }
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.terminate_at, self.nan_at = terminate_at, nan_at
+        self.first_seed = 0
+        self.t = 0
+
+    def _obs(self) -> dict:
+        privileged = np.array([self.first_seed, -self.t], dtype=np.float32)
+        if self.nan_at == self.t:
+            privileged[0] = np.nan
+        return {
+            "state": np.array([self.t, self.first_seed, 0.0], dtype=np.float32),
+            "privileged": privileged,
+            "image": np.full((1, 12, 12), self.t % 256, dtype=np.uint8),
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.first_seed = seed
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.terminate_at is not None and self.t >= self.terminate_at
+        return self._obs(), 1.0, terminated, False, {}
+
+
+_register(DICT_OBS, DictObs, max_episode_steps=DICT_OBS_MAX_STEPS)

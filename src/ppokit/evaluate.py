@@ -34,6 +34,8 @@ def policy_fn(
     model: ActorCritic, deterministic: bool = True
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """raw observations -> env actions, deterministic (mode) or sampled."""
+    if model.recurrent:
+        return RecurrentPolicy(model, deterministic)
 
     @torch.no_grad()
     def act(obs: torch.Tensor) -> torch.Tensor:
@@ -42,6 +44,28 @@ def policy_fn(
         return model.to_env(actions)
 
     return act
+
+
+class RecurrentPolicy:
+    """A recurrent model as an eval policy: carries the memory state of each env between calls;
+    `evaluate_policy` calls `episodes_ended(mask)` after each step so new episodes start from a
+    zero state (the same reset as in training)."""
+
+    def __init__(self, model: ActorCritic, deterministic: bool = True) -> None:
+        self.model, self.deterministic = model, deterministic
+        self.state: torch.Tensor | None = None
+
+    def __call__(self, obs: torch.Tensor | dict) -> torch.Tensor:
+        first = next(iter(obs.values())) if isinstance(obs, dict) else obs
+        if self.state is None or self.state.shape[0] != first.shape[0]:
+            self.state = self.model.initial_state(first.shape[0], first.device)
+        actions, self.state = self.model.policy_step(obs, self.state, self.deterministic)
+        return actions
+
+    def episodes_ended(self, ended: np.ndarray) -> None:
+        if self.state is not None:
+            mask = torch.as_tensor(ended, device=self.state.device).unsqueeze(1)
+            self.state = self.state.masked_fill(mask, 0.0)
 
 
 class EvalHook(Protocol):
@@ -99,6 +123,8 @@ def evaluate_policy(
             ep_ret += result.rewards.cpu().numpy()
             ep_len += 1
             ended = (result.terminated | result.truncated).cpu().numpy()
+            if isinstance(policy, RecurrentPolicy):  # memory of ended episodes is reset
+                policy.episodes_ended(ended)
             for i in np.flatnonzero(ended):
                 number = current[i]
                 if number is not None:
