@@ -346,7 +346,7 @@ def run_eval(
 ) -> dict:
     """Evaluate a checkpoint, run directory or exported policy; see `ppokit eval --help`."""
     from ppokit import recording
-    from ppokit.outputs import output_dir, output_file, write_text
+    from ppokit.outputs import make_dir, output_dir, output_file, write_text
     from ppokit.policy import env_spaces, load_policy, reward_scale, space_mismatch
 
     if episodes < 1:
@@ -399,7 +399,10 @@ def run_eval(
     if "observation_space" in meta:
         problem = space_mismatch(meta, observation_space, action_space)
         if problem:
-            raise EnvError(f"env {env_cfg.id!r} does not fit the policy: it has {problem}")
+            raise EnvError(
+                f"env {env_cfg.id!r} does not fit the policy (env vs policy): {problem}; evaluate"
+                " on an env with the spaces it was trained on"
+            )
 
     hooks: list = []
     max_parallel = 8
@@ -409,7 +412,7 @@ def run_eval(
         recording.configure_headless_gl()
         env_cfg = replace(env_cfg, kwargs={**env_cfg.kwargs, "render_mode": "rgb_array"})
         count = episodes if record_episodes is None else min(record_episodes, episodes)
-        recorder = VideoRecorder(videos_dir, count, env_cfg.id)
+        recorder = VideoRecorder(make_dir(videos_dir, "videos"), count, env_cfg.id)
         hooks.append(recorder)
     if render:
         recording.check_render_mode(env_cfg.id, env_cfg.kwargs, "human", "--render")

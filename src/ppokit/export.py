@@ -33,7 +33,7 @@ from torch import nn
 from ppokit import checkpoint as ckpt
 from ppokit.errors import ExportError
 from ppokit.nn.actor_critic import ActorCritic
-from ppokit.outputs import output_file
+from ppokit.outputs import make_dir, output_file
 from ppokit.policy import (
     METADATA_KEY,
     TORCHSCRIPT_EXTRA,
@@ -129,6 +129,7 @@ def export_policy(
     graph = PolicyGraph(model).eval()
     obs = sample_observations(model)
     # The temporary name keeps the suffix: load_policy tells the kinds apart by it.
+    make_dir(out_path.parent, f"{fmt} export")
     tmp = out_path.parent / f".{out_path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp{FORMATS[fmt]}"
     try:
         if fmt == "onnx":

@@ -1,5 +1,6 @@
 """Output paths checked before the work that fills them, so a typo costs a one-line error and
-not a finished evaluation that cannot be saved."""
+not a finished evaluation that cannot be saved. Checks create nothing; `make_dir` (called when
+the output is written) creates the missing folders."""
 
 from __future__ import annotations
 
@@ -9,41 +10,50 @@ from pathlib import Path
 from ppokit.errors import OutputError
 
 
-def _creatable_dir(folder: Path, what: str, path: Path) -> None:
-    """Make `folder` (and parents); raise OutputError when it cannot be made or written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
+def _check_creatable(folder: Path, what: str, path: Path) -> None:
+    """Raise OutputError unless `folder` exists as a writable directory or can be created."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
         raise OutputError(
-            f"cannot write {what} {str(path)!r}: {str(folder)!r} is a file, not a directory"
-        ) from None
-    except OSError as e:
-        raise OutputError(f"cannot write {what} {str(path)!r}: {e.strerror}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {what} {str(path)!r}: {str(folder)!r} is not writable")
+            f"cannot write {what} {str(path)!r}: {str(existing)!r} is a file, not a directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {what} {str(path)!r}: {str(existing)!r} is not writable")
 
 
 def output_file(path: str | Path, what: str) -> Path:
-    """`path` as a file that can be written: parent directories made, permissions checked."""
+    """`path` checked as a file that can be written (its folders may still be missing)."""
     p = Path(path)
     if p.is_dir():
         raise OutputError(f"cannot write {what} {str(p)!r}: it is a directory; give a file name")
-    _creatable_dir(p.parent if str(p.parent) else Path("."), what, p)
+    _check_creatable(p.parent, what, p)
     if p.exists() and not os.access(p, os.W_OK):
         raise OutputError(f"cannot write {what} {str(p)!r}: the file is not writable")
     return p
 
 
 def output_dir(path: str | Path, what: str) -> Path:
-    """`path` as a directory that exists (made if needed) and can be written."""
+    """`path` checked as a directory that exists or can be created, and can be written."""
     p = Path(path)
-    _creatable_dir(p, what, p)
+    _check_creatable(p, what, p)
     return p
 
 
+def make_dir(folder: Path, what: str) -> Path:
+    """Create `folder` (and parents), turning OS errors into OutputError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot write {what} {str(folder)!r}: {e.strerror or e}") from None
+    return folder
+
+
 def write_text(path: Path, text: str, what: str) -> None:
-    """Write a text file, turning OS errors into OutputError."""
+    """Write a text file (creating its folder), turning OS errors into OutputError."""
+    make_dir(Path(path).parent, what)
     try:
         Path(path).write_text(text)
     except OSError as e:
-        raise OutputError(f"cannot write {what} {str(path)!r}: {e.strerror}") from None
+        raise OutputError(f"cannot write {what} {str(path)!r}: {e.strerror or e}") from None

@@ -40,8 +40,11 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
+    from ppokit.outputs import make_dir
+
     plt = _pyplot()
     try:
+        make_dir(Path(path).parent, "figure")
         fig.savefig(path, dpi=100, bbox_inches="tight")
     except OSError as e:
         raise OutputError(f"cannot write figure {str(path)!r}: {e.strerror or e}") from None

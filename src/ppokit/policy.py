@@ -83,7 +83,7 @@ def space_from_description(desc: dict) -> gym.Space:
 
 
 def space_mismatch(policy_meta: dict, observation_space: gym.Space, action_space: gym.Space) -> str:
-    """'' when an env's spaces fit the policy, else what differs (one line)."""
+    """'' when an env's spaces fit the policy, else what differs, as 'env vs policy'."""
     want_obs, want_act = policy_meta["observation_space"], policy_meta["action_space"]
     have_obs, have_act = describe_space(observation_space), describe_space(action_space)
     problems = []
@@ -91,24 +91,23 @@ def space_mismatch(policy_meta: dict, observation_space: gym.Space, action_space
         have_obs.get("type"),
         have_obs.get("shape"),
     ):
-        problems.append(
-            f"observations {_short(have_obs)} where the policy expects {_short(want_obs)}"
-        )
+        problems.append(f"observations {_short(have_obs, False)} vs {_short(want_obs, False)}")
     if want_act != have_act:
-        problems.append(f"actions {_short(have_act)} where the policy expects {_short(want_act)}")
+        problems.append(f"actions {_short(have_act)} vs {_short(want_act)}")
     return "; ".join(problems)
 
 
-def _short(desc: dict) -> str:
+def _short(desc: dict, bounds: bool = True) -> str:
     kind = desc.get("type")
     if kind == "box":
+        text = f"Box{tuple(desc['shape'])}"
         low, high = desc["low"], desc["high"]
-        bounds = ""
-        if low and len(set(map(str, low))) == 1 and len(set(map(str, high))) == 1:
-            bounds = f" in [{low[0]}, {high[0]}]"
-        elif low:
-            bounds = f" in [{low}, {high}]"
-        return f"Box{tuple(desc['shape'])}{bounds}"
+        if bounds and low and None not in low + high:
+            if len(set(low)) == 1 and len(set(high)) == 1:
+                text += f" in [{low[0]:g}, {high[0]:g}]"
+            else:
+                text += " with per-dimension bounds"
+        return text
     if kind == "discrete":
         return f"Discrete({desc['n']})"
     if kind == "multi_discrete":
