@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_plot_parser(sub)
     add_export_parser(sub)
+    add_graph_parser(sub)
     return parser
 
 
@@ -300,7 +301,78 @@ def cmd_export(ns: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "export": cmd_export}
+def add_graph_parser(sub: argparse._SubParsersAction) -> None:
+    graph = sub.add_parser(
+        "graph",
+        help="validate, run and export node graphs",
+        description=(
+            "Node graphs (JSON, or ComfyUI/DNNE workflows in UI or API format): the training loop"
+            " composed from nodes. docs/graphs.md explains them; docs/nodes.md lists the nodes."
+        ),
+        allow_abbrev=False,
+    )
+    gsub = graph.add_subparsers(dest="graph_command", required=True, parser_class=_Parser)
+    p = gsub.add_parser(
+        "validate", help="check a graph and report every problem", allow_abbrev=False
+    )
+    p.add_argument("graph", metavar="GRAPH", help="graph file (.json)")
+    p = gsub.add_parser(
+        "run",
+        help="run a graph",
+        description="Run a graph until every PPOTrainerNode has used its total_steps.",
+        allow_abbrev=False,
+    )
+    p.add_argument("graph", metavar="GRAPH", help="graph file (.json)")
+    p.add_argument("--out", help="output directory (default: runs/<graph name>_s<seed>_<time>)")
+    p.add_argument("--device", help="torch device (default: the graph's, cpu)")
+    p.add_argument("--seed", type=int, help="override the graph's seed")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE.PARAM=VALUE",
+        help="override a node param (YAML value), e.g. --set trainer.total_steps=20000",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p = gsub.add_parser(
+        "export",
+        help="write a graph as a standalone Python script (or as native JSON)",
+        description=(
+            "Write the program `graph run` executes as a standalone script (OUT.py), or convert"
+            " a ComfyUI workflow to a native graph (OUT.json)."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument("graph", metavar="GRAPH", help="graph file (.json)")
+    p.add_argument("-o", "--out", required=True, help="output file: .py (script) or .json (graph)")
+    p = gsub.add_parser(
+        "nodes",
+        help="list node types, or describe one",
+        description="The node types and their ports and params, from their declarations.",
+        allow_abbrev=False,
+    )
+    p.add_argument("name", nargs="?", help="a node type to describe")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="the declarations as JSON")
+    fmt.add_argument(
+        "--comfyui", action="store_true", help="ComfyUI node definitions (/object_info JSON)"
+    )
+    fmt.add_argument("--markdown", action="store_true", help="the reference (docs/nodes.md)")
+
+
+def cmd_graph(ns: argparse.Namespace) -> int:
+    from ppokit.nodes import commands
+
+    return commands.COMMANDS[ns.graph_command](ns)
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "plot": cmd_plot,
+    "export": cmd_export,
+    "graph": cmd_graph,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

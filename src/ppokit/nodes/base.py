@@ -75,8 +75,8 @@ _ALIASES: dict[str, str] = {}
 
 # DNNE node types ppokit cannot run, with the ppokit node to use instead.
 UNSUPPORTED: dict[str, tuple[str, str]] = {
-    "IsaacGymEnvNode": ("EnvNode", "Isaac Gym simulators are not supported by ppokit"),
-    "IsaacGymStepNode": ("EnvStepNode", "Isaac Gym simulators are not supported by ppokit"),
+    "IsaacGymEnvNode": ("EnvNode with a Gymnasium env id", "Isaac Gym is not supported"),
+    "IsaacGymStepNode": ("EnvStepNode", "Isaac Gym is not supported"),
 }
 
 
@@ -94,9 +94,13 @@ def node_class(type_name: str) -> type[Node] | None:
     return _TYPES.get(type_name) or _TYPES.get(_ALIASES.get(type_name, ""))
 
 
+CATEGORIES = ("RL/Env", "RL/PPO", "RL/Flow", "RL/Output")
+
+
 def node_classes() -> list[type[Node]]:
-    """All registered node types, in registration order."""
-    return list(_TYPES.values())
+    """All registered node types, by category (CATEGORIES order), then registration order."""
+    rank = {c: i for i, c in enumerate(CATEGORIES)}
+    return sorted(_TYPES.values(), key=lambda c: rank.get(c.spec.category, len(rank)))
 
 
 def type_names() -> list[str]:

@@ -104,7 +104,10 @@ class ActionProcessorNode(Node):
         low, high = self.params["low"], self.params["high"]
         if low is not None and high is not None and low > high:
             ctx.error("params.low", "out_of_range", f"low {low} is above high {high}")
-        ctx.output("actions", PortSpec(ACTIONS, actions.batch, actions.space, env=actions.env))
+        ctx.output(
+            "actions",
+            PortSpec(ACTIONS, actions.batch, actions.space, env=actions.env, agent=actions.agent),
+        )
 
     def emit(self, e: Emitter) -> None:
         x = e.actions("actions")
@@ -292,7 +295,10 @@ class BatchSplitNode(Node):
             return
         for i, name in enumerate("abcd"):
             if i < len(sizes):
-                ctx.output(name, PortSpec(ACTIONS, sizes[i], batch.space, env=batch.env))
+                ctx.output(
+                    name,
+                    PortSpec(ACTIONS, sizes[i], batch.space, env=batch.env, agent=batch.agent),
+                )
             elif ctx.analysis.resolved.consumers(self.id, name):
                 ctx.error(
                     "params.sizes",

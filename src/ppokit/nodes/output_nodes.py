@@ -173,25 +173,48 @@ class ExportPolicyNode(Node):
         type="ExportPolicyNode",
         category="RL/Output",
         description=(
-            "After the last tick, writes the policy for inference: raw observations in,"
-            " deterministic env actions out, observation normalization inside"
-            " (`torch.jit.load(path)(obs)`)."
+            "After the last tick, exports the trained policy as `ppokit export` does: raw"
+            " observations in, deterministic env actions out, observation normalization inside,"
+            " verified against torch; `ppokit.load_policy(path)` and `ppokit eval` read it."
         ),
-        inputs=(Input("model", (MODEL,), "the model to export"),),
+        inputs=(Input("model", (MODEL,), "a model trained by a PPOTrainerNode"),),
         params=(
             Param(
-                "path", str, "policy.pt", "file to write, relative to the run's output directory"
+                "path", str, "policy.onnx", "file to write, relative to the run's output directory"
             ),
-            Param("format", Literal["torchscript"], "torchscript", "file format"),
+            Param("format", Literal["onnx", "torchscript"], "onnx", "file format"),
         ),
     )
 
     def infer(self, ctx: InferContext) -> None:
-        agent, _ = _trained_agent(ctx)
-        self.agent = agent.id
+        agent, trainer = _trained_agent(ctx)
+        if trainer is None:
+            ctx.error(
+                "inputs.model",
+                "not_trained",
+                f"agent {agent.id!r} has no PPOTrainerNode; export works from its training state",
+            )
+            return
+        model = ctx.input("model")
+        if not model.raw:
+            ctx.error(
+                "inputs.model",
+                "space_mismatch",
+                f"agent {agent.id!r} does not observe an env's own observations; an exported"
+                " policy is described by its env",
+            )
+            return
+        self.trainer = trainer
 
     def emit(self, e: Emitter) -> None:
+        t = e.prefix_of(self.trainer)
+        trainer = e.analysis.nodes[self.trainer]
+        state = (
+            f"rt.checkpoint_state({t}_cfg, {t}, {t}.updates * {trainer.steps_per_update},"
+            f" {t}_episodes)"
+        )
         path = f"rt.output_path(out, {literal(self.params['path'])})"
         e.final(
-            f"results[{literal(self.id)}] = rt.export_policy({e.prefix_of(self.agent)}, {path})"
+            f"results[{literal(self.id)}] = rt.export_policy({path},"
+            f" {literal(self.params['format'])}, {state})"
         )

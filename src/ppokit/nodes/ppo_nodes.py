@@ -203,7 +203,9 @@ class PPOAgentNode(Node):
         ctx.output(
             "policy_output", PortSpec(POLICY_OUTPUT, obs.batch, space, env=env, agent=self.id)
         )
-        ctx.output("model", PortSpec(MODEL, obs.batch, obs.space, env=obs.env, agent=self.id))
+        ctx.output(
+            "model", PortSpec(MODEL, obs.batch, obs.space, env=obs.env, raw=obs.raw, agent=self.id)
+        )
 
     def emit(self, e: Emitter) -> None:
         e.imports(
@@ -409,8 +411,8 @@ class PPOTrainerNode(Node):
             ctx.error(
                 "params.learning_rate",
                 "conflict",
-                f"learning_rate {lr} differs from agent {agent.id!r}'s {agent.params['learning_rate']};"
-                " the optimizer has one: set it on one node",
+                f"learning_rate {lr} differs from the learning_rate {agent.params['learning_rate']}"
+                f" of agent {agent.id!r}; the optimizer has one: set it on one node",
             )
             return
         minibatch_size, num_minibatches = p["minibatch_size"], p["num_minibatches"]

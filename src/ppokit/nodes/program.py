@@ -277,10 +277,12 @@ class Emitter:
         return f"rt.box({spec.space.shape[0]})"
 
     def action_space(self, spec: PortSpec) -> str:
-        """How the program gets an action space: the env's the actions reach, or one made from
-        the agent's output_size."""
+        """How the program gets an action space: the env's the actions reach, else the agent's
+        (its model's `action_space`)."""
         if spec.env is not None:
             return f"{self.prefix_of(spec.env)}.action_space"
+        if spec.agent is not None and spec.agent != self.node.id:
+            return f"{self.prefix_of(spec.agent)}.action_space"
         space = spec.space
         if isinstance(space, gym.spaces.Discrete):
             return f'rt.action_space("discrete", {int(space.n)})'

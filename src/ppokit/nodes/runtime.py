@@ -14,6 +14,7 @@ import dataclasses
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -322,20 +323,18 @@ def save_checkpoint(path: Path, state: dict) -> str:
     return str(p)
 
 
-def export_policy(model: ActorCritic, path: Path) -> str:
-    """TorchScript of the inference path: raw observations [B, obs_dim] -> deterministic env
-    actions, observation normalization inside (`torch.jit.load(path)(obs)`)."""
-    p = output_file(path, "exported policy")
-    example = torch.zeros(1, model.obs_dim, device=next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
+def export_policy(path: Path, fmt: str, state: dict) -> str:
+    """`ppokit export` of the checkpoint `state` (ONNX or TorchScript, verified against torch;
+    `ppokit.load_policy(path)` reads it). The checkpoint is written to a temporary file."""
+    from ppokit.export import export_policy as export_checkpoint
+
+    p = output_file(path, f"{fmt} export")
+    tmp = p.parent / f".{p.name}.{uuid.uuid4().hex}.ckpt.tmp"
     try:
-        with torch.no_grad():
-            traced = torch.jit.trace(model, example, check_trace=False)
-        traced.save(str(p))
+        ckpt.save_atomic(state, tmp)
+        return str(export_checkpoint(tmp, fmt, p).path)
     finally:
-        model.train(was_training)
-    return str(p)
+        tmp.unlink(missing_ok=True)
 
 
 def trainer_summary(ppo: Any, episodes: EpisodeTracker, global_step: int, loss_info: dict) -> dict:

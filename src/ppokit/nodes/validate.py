@@ -164,6 +164,7 @@ def _check_params(
     spec = cls.spec
     values: dict[str, Any] = {}
     explicit: set[str] = set()
+    given_as: dict[str, str] = {}
     for key, value in given.items():
         p = spec.param(key)
         if p is None:
@@ -184,7 +185,7 @@ def _check_params(
                     node_id,
                     f"params.{key}",
                     "duplicate_param",
-                    f"param {p.name!r} is given twice (as {key!r} and under another name)",
+                    f"param {p.name!r} is given twice (as {given_as[p.name]!r} and as {key!r})",
                     None,
                     spec.type,
                 )
@@ -198,6 +199,7 @@ def _check_params(
             continue
         values[p.name] = converted
         explicit.add(p.name)
+        given_as[p.name] = key
     for p in spec.params:
         if p.name in values:
             continue

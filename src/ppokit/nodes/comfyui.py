@@ -1,0 +1,389 @@
+"""ComfyUI / DNNE interop: node definitions generated from the declarations, and workflow import.
+
+Definitions: `object_info()` is the JSON ComfyUI's `/object_info` serves for these nodes, and
+`NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS` are the classes a ComfyUI custom-node
+package exports (``from ppokit.nodes.comfyui import NODE_CLASS_MAPPINGS,
+NODE_DISPLAY_NAME_MAPPINGS`` in its ``__init__.py``), so the graph can be drawn in the editor.
+ComfyUI's own executor runs a graph once, without loops, so the classes do not execute there:
+save the workflow and run it with `ppokit graph run workflow.json`.
+
+Import: `from_comfyui` reads a workflow in the UI format (``nodes`` + ``links``) or the
+API-prompt format (``{id: {"class_type", "inputs"}}``) into a native Graph. Links are resolved by
+port name: in the UI format each link id is looked up in the origin node's ``outputs[].links``
+and the target node's ``inputs[].link`` (the slot numbers stored with links are not trusted);
+in the API format, where a link is ``[node id, output index]``, the index is read against the
+node type's declared outputs. Widget values given as a list are matched to params in the order
+the definitions list them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+import typing
+from typing import Any
+
+from ppokit import config as C
+from ppokit.errors import ConfigError
+from ppokit.nodes.base import Node, node_class, node_classes
+from ppokit.nodes.declarations import ANY, REQUIRED, Param
+from ppokit.nodes.errors import GraphError, GraphIssue
+from ppokit.nodes.graph import Graph, NodeDef
+
+OUTPUT_NODES = {"EvaluateNode", "SaveCheckpointNode", "ExportPolicyNode"}
+# UI-only node types: notes are dropped, reroutes are followed.
+NOTE_TYPES = {"Note", "MarkdownNote"}
+REROUTE = "Reroute"
+SEED_CONTROL = {"fixed", "increment", "decrement", "randomize"}
+
+
+def display_name(type_name: str) -> str:
+    """ "PPOAgentNode" -> "PPO Agent"."""
+    stem = type_name[:-4] if type_name.endswith("Node") else type_name
+    return re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", stem)
+
+
+# ----------------------------------------------------------------------------------------------
+# Definitions
+# ----------------------------------------------------------------------------------------------
+
+
+def _optional_widget(p: Param) -> bool:
+    """Params whose default is None are STRING widgets in "optional" ("" = the default)."""
+    return p.default is None or p.nullable
+
+
+def widget_params(cls: type[Node]) -> list[Param]:
+    """Params in widget order: required section first, then optional (ComfyUI's order)."""
+    params = cls.spec.params
+    return [p for p in params if not _optional_widget(p)] + [
+        p for p in params if _optional_widget(p)
+    ]
+
+
+def widget(p: Param) -> list:
+    """A param as a ComfyUI input: ["INT", {...}], [[choices], {...}], ["STRING", {...}], ..."""
+    tip = p.help + (f" ({p.range_text()})" if p.range_text() else "")
+    if _optional_widget(p):
+        if p.choices is not None:  # a combo whose empty entry means "inferred / the default"
+            return [["", *p.choices], {"default": "", "tooltip": tip + " (empty: default)"}]
+        default = "" if p.default is None or p.required else _text(p.default)
+        return ["STRING", {"default": default, "tooltip": tip + " (empty: default)"}]
+    if p.choices is not None:
+        return [list(p.choices), {"default": p.default, "tooltip": tip}]
+    tp = p.type
+    if tp is bool:
+        return ["BOOLEAN", {"default": p.default, "tooltip": tip}]
+    if tp in (int, float):
+        opts: dict[str, Any] = {"default": p.default, "tooltip": tip}
+        low = p.ge if p.ge is not None else p.gt
+        if low is not None:
+            opts["min"] = low
+        if p.le is not None:
+            opts["max"] = p.le
+        if tp is float:
+            opts["step"] = 0.0001
+        return ["INT" if tp is int else "FLOAT", opts]
+    default = "" if p.required else _text(p.default)
+    return ["STRING", {"default": default, "tooltip": tip}]
+
+
+def _text(value: Any) -> str:
+    """A list or mapping default as widget text ("64,64", JSON)."""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def _port_type(types: tuple[str, ...]) -> str:
+    return ANY if ANY in types else ",".join(types)
+
+
+def node_definition(cls: type[Node]) -> dict:
+    spec = cls.spec
+    required: dict[str, Any] = {}
+    optional: dict[str, Any] = {}
+    for i in spec.inputs:
+        entry = [_port_type(i.types), {"tooltip": i.help}]
+        (optional if i.optional else required)[i.name] = entry
+    for p in widget_params(cls):
+        (optional if _optional_widget(p) else required)[p.name] = widget(p)
+    return {
+        "input": {"required": required, "optional": optional},
+        "input_order": {"required": list(required), "optional": list(optional)},
+        "output": [o.type for o in spec.outputs],
+        "output_is_list": [False] * len(spec.outputs),
+        "output_name": [o.name for o in spec.outputs],
+        "output_tooltips": [o.help for o in spec.outputs],
+        "name": spec.type,
+        "display_name": display_name(spec.type),
+        "description": spec.description,
+        "python_module": "ppokit.nodes",
+        "category": spec.category,
+        "output_node": spec.type in OUTPUT_NODES,
+    }
+
+
+def object_info() -> dict:
+    """The definitions of all node types, as ComfyUI's /object_info serves them."""
+    return {cls.spec.type: node_definition(cls) for cls in node_classes()}
+
+
+def _comfy_class(cls: type[Node]) -> type:
+    definition = node_definition(cls)
+
+    def input_types(_cls: type) -> dict:
+        return {
+            section: {k: tuple(v) for k, v in entries.items()}
+            for section, entries in definition["input"].items()
+        }
+
+    def run(self: Any, **_: Any) -> tuple:
+        raise RuntimeError(
+            "ppokit nodes form a training loop that ComfyUI's executor cannot run (it runs a graph"
+            " once, without loops): save the workflow and run `ppokit graph run workflow.json`"
+        )
+
+    return type(
+        cls.spec.type,
+        (),
+        {
+            "INPUT_TYPES": classmethod(input_types),
+            "RETURN_TYPES": tuple(definition["output"]),
+            "RETURN_NAMES": tuple(definition["output_name"]),
+            "FUNCTION": "run",
+            "CATEGORY": cls.spec.category,
+            "DESCRIPTION": cls.spec.description,
+            "OUTPUT_NODE": definition["output_node"],
+            "run": run,
+        },
+    )
+
+
+def class_mappings() -> tuple[dict[str, type], dict[str, str]]:
+    classes = {cls.spec.type: _comfy_class(cls) for cls in node_classes()}
+    names = {name: display_name(name) for name in classes}
+    return classes, names
+
+
+# ----------------------------------------------------------------------------------------------
+# Import
+# ----------------------------------------------------------------------------------------------
+
+
+def is_ui_format(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
+
+
+def is_api_format(data: Any) -> bool:
+    return (
+        isinstance(data, dict)
+        and bool(data)
+        and all(isinstance(v, dict) and "class_type" in v for v in data.values())
+    )
+
+
+def from_comfyui(data: Any, source: str | None = None) -> Graph:
+    where = source or "workflow"
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
+        data = data["prompt"]  # the body of a /prompt request
+    if is_ui_format(data):
+        return _from_ui(data, where)
+    if is_api_format(data):
+        return _from_api(data, where)
+    raise GraphError(
+        f'{where}: not a ppokit graph ("format": "ppokit-graph") nor a ComfyUI workflow'
+        " (UI format with 'nodes' and 'links', or API format with 'class_type' entries)"
+    )
+
+
+def param_value(p: Param | None, value: Any) -> Any:
+    """A widget value as the param's value: "" is the default, text is read as YAML/JSON."""
+    if p is None or not isinstance(value, str):
+        return value
+    if value.strip() == "":
+        return p.default
+    if p.type is str or (p.choices is not None and value in p.choices):
+        return value
+    union = typing.get_origin(p.type) in (typing.Union, types.UnionType)
+    inner = [a for a in typing.get_args(p.type) if a is not type(None)] if union else [p.type]
+    if dict in inner:
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    for a in inner:
+        if typing.get_origin(a) is list:  # "64,64" or "[64, 64]"
+            try:
+                return C.coerce(value, a, p.name)
+            except ConfigError:
+                return value
+    return C.parse_cli_value(value)
+
+
+def _params_from_widgets(cls: type[Node] | None, values: Any, node_id: str) -> dict[str, Any]:
+    if values is None:
+        return {}
+    if isinstance(values, dict):
+        if cls is None:
+            return dict(values)
+        return {k: param_value(cls.spec.param(k), v) for k, v in values.items()}
+    if cls is None:
+        return {"widgets_values": list(values)}
+    params: dict[str, Any] = {}
+    order = widget_params(cls)
+    values = list(values)
+    i = 0
+    for p in order:
+        if i >= len(values):
+            break
+        value = values[i]
+        i += 1
+        if p.name == "seed" and i < len(values) and values[i] in SEED_CONTROL:
+            i += 1  # ComfyUI's "control after generate" widget
+        value = param_value(p, value)
+        if value is not REQUIRED and (value != p.default or p.required):
+            params[p.name] = value
+    return params
+
+
+def _link_table(data: dict, where: str) -> dict[int, tuple[Any, Any]]:
+    """link id -> (origin node id, target node id), from list or object links."""
+    table = {}
+    for link in data.get("links") or []:
+        if isinstance(link, dict):
+            table[link["id"]] = (link["origin_id"], link["target_id"])
+        elif isinstance(link, list) and len(link) >= 5:
+            table[link[0]] = (link[1], link[3])
+        else:
+            raise GraphError(f"{where}: malformed link {link!r}")
+    return table
+
+
+def _from_ui(data: dict, where: str) -> Graph:
+    issues: list[GraphIssue] = []
+    by_id = {}
+    for n in data["nodes"]:
+        if not isinstance(n, dict) or "id" not in n or "type" not in n:
+            raise GraphError(f"{where}: every node needs an 'id' and a 'type'")
+        by_id[n["id"]] = n
+    links = _link_table(data, where)
+
+    def output_name(origin: dict, link_id: int) -> str | None:
+        for out in origin.get("outputs") or []:
+            if link_id in (out.get("links") or []):
+                return out.get("name")
+        return None
+
+    def source_of(link_id: int, seen: frozenset = frozenset()) -> str | None:
+        """ "node.output" the link comes from, following reroutes."""
+        if link_id not in links:
+            return None
+        origin_id, _ = links[link_id]
+        origin = by_id.get(origin_id)
+        if origin is None:
+            return f"{origin_id}.?"
+        if origin["type"] == REROUTE and origin_id not in seen:
+            upstream = [
+                i.get("link") for i in origin.get("inputs") or [] if i.get("link") is not None
+            ]
+            return source_of(upstream[0], seen | {origin_id}) if upstream else None
+        name = output_name(origin, link_id)
+        return f"{origin_id}.{name}" if name is not None else f"{origin_id}.?"
+
+    nodes: dict[str, NodeDef] = {}
+    for n in data["nodes"]:
+        if n["type"] in NOTE_TYPES or n["type"] == REROUTE:
+            continue
+        node_id = str(n["id"])
+        cls = node_class(n["type"])
+        params = _params_from_widgets(cls, n.get("widgets_values"), node_id)
+        inputs: dict[str, str] = {}
+        for entry in n.get("inputs") or []:
+            link_id = entry.get("link")
+            if link_id is None:
+                continue
+            name = entry.get("name")
+            widget = entry.get("widget")
+            if widget is not None:
+                issues.append(
+                    GraphIssue(
+                        node_id,
+                        f"params.{widget.get('name', name)}",
+                        "linked_param",
+                        "a param fed by a link (e.g. a PrimitiveNode) is not supported; give it a value",
+                        None,
+                        n["type"],
+                    )
+                )
+                continue
+            src = source_of(link_id)
+            if src is None:
+                issues.append(
+                    GraphIssue(
+                        node_id,
+                        f"inputs.{name}",
+                        "dangling_link",
+                        f"link {link_id} is not in 'links'",
+                        None,
+                        n["type"],
+                    )
+                )
+                continue
+            if name in inputs:
+                issues.append(
+                    GraphIssue(
+                        node_id,
+                        f"inputs.{name}",
+                        "duplicate_link",
+                        f"two links into input {name!r}; an input takes one link",
+                        None,
+                        n["type"],
+                    )
+                )
+                continue
+            inputs[name] = src
+        meta = {k: n[k] for k in ("title", "pos") if k in n}
+        nodes[node_id] = NodeDef(node_id, n["type"], params, inputs, meta)
+    return Graph(nodes, {}, where, issues)
+
+
+def _from_api(data: dict, where: str) -> Graph:
+    nodes: dict[str, NodeDef] = {}
+    for node_id, n in data.items():
+        cls = node_class(n["class_type"])
+        params: dict[str, Any] = {}
+        inputs: dict[str, str] = {}
+        for name, value in (n.get("inputs") or {}).items():
+            if _is_api_link(value):
+                src_id, slot = str(value[0]), value[1]
+                src = data.get(src_id)
+                src_cls = node_class(src["class_type"]) if src else None
+                outputs = [o.name for o in src_cls.spec.outputs] if src_cls else []
+                port = outputs[slot] if 0 <= slot < len(outputs) else f"output_{slot}"
+                inputs[name] = f"{src_id}.{port}"
+            else:
+                p = cls.spec.param(name) if cls else None
+                params[name] = param_value(p, value)
+        meta = (
+            {"title": n["_meta"]["title"]}
+            if isinstance(n.get("_meta"), dict) and "title" in n["_meta"]
+            else {}
+        )
+        nodes[str(node_id)] = NodeDef(str(node_id), n["class_type"], params, inputs, meta)
+    return Graph(nodes, {}, where, [])
+
+
+def _is_api_link(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    )
+
+
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = class_mappings()
