@@ -1,11 +1,16 @@
 """The PPO minibatch step (loss, gradients, gradient clipping, Adam) as torch.compile'd graphs.
 
 On small networks a minibatch step is almost all per-op overhead: autograd bookkeeping, one
-dispatcher call per op, the optimizer's Python loop. Compiling the whole step into one graph
-removes most of it. The loss is `ppo.ppo_loss` itself, called through `torch.func`, so there is
-no second PPO loss; the Adam/AdamW update below works on the optimizer's own state tensors
-(`exp_avg`, `exp_avg_sq`, `step`), so eager and compiled steps share checkpoints, and a test
-checks it against `torch.optim.Adam` step for step.
+dispatcher call per op, the optimizer's Python loop, and (once compiled) guard checks on every
+input tensor. So the parameters are re-based onto ONE flat tensor (each nn.Parameter becomes a
+view of it), the Adam moments onto two more, and one graph computes the gradient of the flat
+vector, clips it and applies Adam in place: about ten graph inputs instead of sixty, one fused
+optimizer kernel instead of one per parameter.
+
+The loss is `ppo.ppo_loss` itself, called through `torch.func`, so there is no second PPO loss.
+The optimizer's per-parameter state entries (`exp_avg`, `exp_avg_sq`, `step`) are views of the
+flat state, so `optimizer.state_dict()`, checkpoints and the eager step keep working; tests check
+the compiled step against eager `torch.optim.Adam`/`AdamW` step for step.
 """
 
 from __future__ import annotations
@@ -61,9 +66,9 @@ class _Loss(nn.Module):
 class CompiledStep:
     """Replaces backward + clip_grad_norm_ + optimizer.step for one minibatch.
 
-    `gradients(mb)` returns (grads, loss terms) without changing anything; `apply(grads, lr)`
-    clips and applies Adam in place. `step(mb, lr)` is both in one graph, used when no KL check
-    has to see the loss before the parameters change.
+    `gradients(mb)` returns (flat gradient, loss terms) without changing anything;
+    `apply(grad, lr)` clips it and applies Adam in place. `step(mb, lr)` is both in one graph,
+    used when no KL check has to see the loss before the parameters change.
     """
 
     def __init__(
@@ -79,8 +84,11 @@ class CompiledStep:
             raise ValueError("the compiled step supports a single Adam/AdamW param group")
         self.optimizer = optimizer
         self.loss_module = _Loss(model, loss_fn, loss_kwargs)
-        self.names = [f"model.{n}" for n, p in model.named_parameters() if p.requires_grad]
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        named = [(f"model.{n}", p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.shapes = [p.shape for p in self.params]
+        self.sizes = [p.numel() for p in self.params]
         self.buffers = {f"model.{n}": b for n, b in model.named_buffers()}
         self.beta1, self.beta2 = group["betas"]
         self.eps = group["eps"]
@@ -93,27 +101,30 @@ class CompiledStep:
         self._lr = torch.zeros((), device=self.device)
         self._lr_value: float | None = None
         self.calls = 0
+        # One flat parameter vector; every nn.Parameter becomes a view of it.
+        self.flat = torch.cat([p.detach().reshape(-1) for p in self.params])
+        for p, view in zip(self.params, self._views(self.flat)):
+            p.data = view
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        self.step_count = torch.zeros((), dtype=torch.float32)
         self.refresh()
         self._gradients = torch.compile(self._gradients_impl, dynamic=False)
         self._apply = torch.compile(self._apply_impl, dynamic=False)
         self._step = torch.compile(self._step_impl, dynamic=False)
 
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [chunk.view(shape) for chunk, shape in zip(flat.split(self.sizes), self.shapes)]
+
     def refresh(self) -> None:
-        """(Re)bind the optimizer state tensors; call after optimizer.load_state_dict."""
-        for p in self.params:
-            state = self.optimizer.state[p]
-            if not state:  # created the way torch.optim.Adam does on its first step
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        """Re-base the optimizer state onto the flat tensors (after optimizer.load_state_dict)."""
         states = [self.optimizer.state[p] for p in self.params]
-        self._state = (
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [s["step"] for s in states],
-        )
-        # Detached aliases of the parameters: the graphs read them and update them in place.
-        self._param_dict = {n: p.detach() for n, p in zip(self.names, self.params)}
+        if states[0]:  # loaded or eagerly created state: adopt its values
+            self.exp_avg.copy_(torch.cat([s["exp_avg"].reshape(-1) for s in states]))
+            self.exp_avg_sq.copy_(torch.cat([s["exp_avg_sq"].reshape(-1) for s in states]))
+            self.step_count.copy_(states[0]["step"])
+        for s, m, v in zip(states, self._views(self.exp_avg), self._views(self.exp_avg_sq)):
+            s["exp_avg"], s["exp_avg_sq"], s["step"] = m, v, self.step_count
 
     def _lr_tensor(self, lr: float) -> torch.Tensor:
         if lr != self._lr_value:
@@ -122,63 +133,72 @@ class CompiledStep:
         return self._lr
 
     # --- graph bodies -----------------------------------------------------------------------------
-    def _loss_of(self, params: dict, tensors: tuple) -> tuple[torch.Tensor, tuple]:
+    def _loss_of(self, flat: torch.Tensor, tensors: tuple) -> tuple[torch.Tensor, tuple]:
+        params = dict(zip(self.names, self._views(flat)))
         return functional_call(self.loss_module, {**params, **self.buffers}, tensors)
 
-    def _gradients_impl(self, params: dict, tensors: tuple) -> tuple[dict, tuple]:
-        return grad_and_value(self._loss_of, has_aux=True)(params, tensors)
+    def _gradients_impl(self, flat: torch.Tensor, tensors: tuple) -> tuple[torch.Tensor, tuple]:
+        return grad_and_value(self._loss_of, has_aux=True)(flat, tensors)
 
     def _apply_impl(
-        self, grads: list, lr: torch.Tensor, exp_avgs: list, exp_avg_sqs: list, steps: list
+        self,
+        grad: torch.Tensor,
+        lr: torch.Tensor,
+        flat: torch.Tensor,
+        exp_avg: torch.Tensor,
+        exp_avg_sq: torch.Tensor,
+        step: torch.Tensor,
     ) -> None:
+        # torch.nn.utils.clip_grad_norm_ and torch.optim.Adam(W), on the flat vector.
         if self.max_grad_norm > 0:
-            total = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(g) for g in grads])
+            scale = torch.clamp(
+                self.max_grad_norm / (torch.linalg.vector_norm(grad) + 1e-6), max=1.0
             )
-            scale = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)
-            grads = [g * scale for g in grads]
+            grad = grad * scale
         with torch.no_grad():
-            for p, g, m, v, step in zip(self.params, grads, exp_avgs, exp_avg_sqs, steps):
-                step.add_(1)
-                if self.weight_decay:
-                    if self.decoupled:
-                        p.mul_(1 - lr * self.weight_decay)
-                    else:
-                        g = g + self.weight_decay * p
-                m.lerp_(g, 1 - self.beta1)
-                v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-                bias1 = 1 - self.beta1**step
-                bias2 = 1 - self.beta2**step
-                denom = (v.sqrt() / bias2.sqrt()).add_(self.eps)
-                p.sub_(lr / bias1 * m / denom)
+            step.add_(1)
+            if self.weight_decay:
+                if self.decoupled:
+                    flat.mul_(1 - lr * self.weight_decay)
+                else:
+                    grad = grad + self.weight_decay * flat
+            exp_avg.lerp_(grad, 1 - self.beta1)
+            exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+            bias1 = 1 - self.beta1**step
+            bias2 = 1 - self.beta2**step
+            denom = (exp_avg_sq.sqrt() / bias2.sqrt()).add_(self.eps)
+            flat.sub_(lr / bias1 * exp_avg / denom)
 
     def _step_impl(
         self,
-        params: dict,
         tensors: tuple,
         lr: torch.Tensor,
-        exp_avgs: list,
-        exp_avg_sqs: list,
-        steps: list,
+        flat: torch.Tensor,
+        exp_avg: torch.Tensor,
+        exp_avg_sq: torch.Tensor,
+        step: torch.Tensor,
     ) -> tuple:
-        grads, (loss, aux) = self._gradients_impl(params, tensors)
-        self._apply_impl([grads[n] for n in self.names], lr, exp_avgs, exp_avg_sqs, steps)
+        grad, (loss, aux) = self._gradients_impl(flat, tensors)
+        self._apply_impl(grad, lr, flat, exp_avg, exp_avg_sq, step)
         return loss, aux
 
     # --- public -----------------------------------------------------------------------------------
+    def _state(self) -> tuple[torch.Tensor, ...]:
+        return (self.flat, self.exp_avg, self.exp_avg_sq, self.step_count)
+
     @staticmethod
     def _tensors(mb: Minibatch) -> tuple:
         return (mb.obs, mb.actions, mb.log_probs, mb.values, mb.advantages, mb.returns)
 
-    def gradients(self, mb: Minibatch) -> tuple[list[torch.Tensor], tuple]:
-        grads, (loss, aux) = self._gradients(self._param_dict, self._tensors(mb))
+    def gradients(self, mb: Minibatch) -> tuple[torch.Tensor, tuple]:
+        grad, (_, aux) = self._gradients(self.flat, self._tensors(mb))
         self.calls += 1
-        return [grads[n] for n in self.names], aux
+        return grad, aux
 
-    def apply(self, grads: list[torch.Tensor], lr: float) -> None:
-        self._apply(grads, self._lr_tensor(lr), *self._state)
+    def apply(self, grad: torch.Tensor, lr: float) -> None:
+        self._apply(grad, self._lr_tensor(lr), *self._state())
 
     def step(self, mb: Minibatch, lr: float) -> tuple:
-        _, aux = self._step(self._param_dict, self._tensors(mb), self._lr_tensor(lr), *self._state)
+        _, aux = self._step(self._tensors(mb), self._lr_tensor(lr), *self._state())
         self.calls += 1
         return aux

@@ -398,7 +398,7 @@ class PPO:
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": _optimizer_state(self.optimizer),
             "schedule": self.schedule.state_dict(),
             "reward_scaler": self.reward_scaler.state_dict(),
             "updates": self.updates,
@@ -421,6 +421,20 @@ def observation_layout(model: ActorCritic) -> tuple[int, ...] | dict:
     if model.dict_obs:
         return {k: (tuple(s.shape), storage_dtype(s)) for k, s in space.spaces.items()}
     return (model.obs_dim,)
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """optimizer.state_dict() with a separate `step` tensor per parameter.
+
+    The compiled step keeps one step counter shared by all parameters; a checkpoint must not
+    carry that aliasing into an eager optimizer, which increments each parameter's counter.
+    """
+    state = optimizer.state_dict()
+    state["state"] = {
+        key: {**value, "step": value["step"].clone()} if "step" in value else value
+        for key, value in state["state"].items()
+    }
+    return state
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
