@@ -1,0 +1,134 @@
+"""`ppokit graph validate|run|export|nodes`: a few runs through the real command, the rest
+through `ppokit.cli.main` in-process (same parser, same error handling)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppokit.cli import main
+from ppokit_testutil import cli_env
+
+REPO = Path(__file__).resolve().parents[2]
+CARTPOLE = REPO / "examples" / "graphs" / "cartpole_ppo.json"
+UI_WORKFLOW = REPO / "tests" / "unit" / "nodes" / "fixtures" / "cartpole_ui.json"
+TINY = [
+    "--set", "env.num_envs=2",
+    "--set", "trainer.horizon_length=16",
+    "--set", "trainer.epochs=2",
+    "--set", "trainer.minibatch_size=16",
+    "--set", "trainer.total_steps=64",
+    "--set", "eval.episodes=2",
+]  # fmt: skip
+
+
+def ppokit(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ppokit", *args],
+        cwd=cwd,
+        env=cli_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def bad_graph(tmp_path: Path) -> Path:
+    data = json.loads(CARTPOLE.read_text())
+    data["nodes"]["agent"]["params"]["hidden_size"] = [32]
+    data["nodes"]["trainer"]["inputs"]["dones"] = "stepp.dones"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_validate_reports_every_problem_and_exits_2(tmp_path):
+    proc = ppokit("graph", "validate", str(bad_graph(tmp_path)), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: {tmp_path / 'bad.json'}: 2 errors",
+        "  node 'agent' (PPOAgentNode) params.hidden_size: unknown param 'hidden_size'; did you"
+        " mean 'hidden_sizes'? [unknown_param]",
+        "  node 'trainer' (PPOTrainerNode) inputs.dones: link 'stepp.dones' names node 'stepp',"
+        " which is not in the graph; did you mean 'step'? [dangling_link]",
+    ]
+
+
+def test_run_trains_evaluates_and_writes_a_checkpoint(tmp_path):
+    proc = ppokit("graph", "run", str(CARTPOLE), *TINY, "--out", "out", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "trainer: 2 updates, 64 steps" in lines[1]
+    assert lines[2].startswith("eval: eval (2 episodes): return ")
+    assert lines[-1] == "output directory: out"
+    state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)
+    assert state["format"] == "ppokit-checkpoint" and state["global_step"] == 64
+
+
+def test_nodes_comfyui_definitions(tmp_path):
+    proc = ppokit("graph", "nodes", "--comfyui", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["PPOAgentNode"]["output_name"] == ["policy_output", "model"]
+    assert info["ObservationRouterNode"]["input"]["required"]["loop"][0] == "OBSERVATIONS"
+
+
+def test_export_script_and_convert_workflow(tmp_path, capsys):
+    assert main(["graph", "export", str(CARTPOLE), "-o", str(tmp_path / "cartpole.py")]) == 0
+    script = (tmp_path / "cartpole.py").read_text()
+    assert (
+        "trainer.record(step)" in script and "trainer.finish_rollout(router_observations)" in script
+    )
+    compile(script, "cartpole.py", "exec")
+    assert main(["graph", "export", str(UI_WORKFLOW), "-o", str(tmp_path / "g.json")]) == 0
+    converted = json.loads((tmp_path / "g.json").read_text())
+    assert converted["format"] == "ppokit-graph"
+    assert converted["nodes"]["5"]["inputs"] == {"env": "1.env", "actions": "4.actions"}
+    assert main(["graph", "validate", str(tmp_path / "g.json")]) == 0
+    out = capsys.readouterr().out
+    assert "valid (8 nodes; execution order: 1, 2, 3, 4, 5, 6, 7, 8)" in out
+
+
+def test_nodes_listing_and_description(capsys):
+    assert main(["graph", "nodes"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.splitlines()[0].startswith("EnvNode ")
+    assert main(["graph", "nodes", "PPOAgentNode"]) == 0
+    text = capsys.readouterr().out
+    assert '  activation: tanh|elu|relu|silu|gelu = "elu"' in text
+    assert "  learning_rate: float = 0.0003, > 0 (aliases: lr) - initial learning rate" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["graph", "nodes", "PPOAgent"],
+            "error: unknown node type 'PPOAgent'; did you mean 'PPOAgentNode'?",
+        ),
+        (["graph", "run", "missing.json"], "error: graph file 'missing.json' does not exist"),
+        (
+            ["graph", "export", str(CARTPOLE), "-o", "x.txt"],
+            "error: --out 'x.txt': give a .py file (script) or a .json file (graph)",
+        ),
+        (
+            ["graph", "run", str(CARTPOLE), "--set", "trainr.epochs=2"],
+            "error: --set 'trainr.epochs=2': no node 'trainr' in the graph; did you mean 'trainer'?",
+        ),
+        (
+            ["graph", "run", str(CARTPOLE), "--set", "trainer.epochs=0"],
+            f"error: {CARTPOLE}: 1 error",
+        ),
+    ],
+)
+def test_errors_are_one_clear_message(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == message
