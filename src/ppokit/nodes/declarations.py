@@ -184,7 +184,11 @@ def _num(x: float) -> str:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """The declaration of a node type."""
+    """The declaration of a node type.
+
+    Add new params at the end of `params`: ComfyUI workflows store widget values by position in
+    this order (required section first), so appending keeps saved workflows loadable.
+    """
 
     type: str
     category: str

@@ -5,6 +5,7 @@ concatenation and split that let several env nodes feed one agent."""
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 
 from ppokit.nodes.base import Node, PortSpec, register
 from ppokit.nodes.declarations import (
@@ -74,10 +75,10 @@ class ActionProcessorNode(Node):
         type="ActionProcessorNode",
         category="RL/Flow",
         description=(
-            "Scales, offsets and clips continuous actions on their way to the env: out ="
-            " clip(action * scale + offset, low, high). Agents already emit actions rescaled"
-            " and clipped to the env's bounds, so the defaults change nothing. Discrete actions"
-            " pass through."
+            "Rescales, scales, offsets and clips continuous actions on their way to the env:"
+            " out = clip(rescale(action) * scale + offset, low, high). Agents already emit"
+            " actions rescaled and clipped to the env's bounds, so the defaults change nothing."
+            " Discrete actions pass through."
         ),
         inputs=(Input("actions", (ACTIONS, POLICY_OUTPUT), "actions (or an agent's output)"),),
         outputs=(Output("actions", ACTIONS, "the processed actions"),),
@@ -87,14 +88,38 @@ class ActionProcessorNode(Node):
             Param("clip", bool, True, "then clip to [low, high]"),
             Param("low", float | None, None, "lower clip bound; default: the env's action bounds"),
             Param("high", float | None, None, "upper clip bound; default: the env's action bounds"),
+            Param(
+                "rescale",
+                bool,
+                False,
+                "first map actions from [-1, 1] onto the env's bounds (for an agent with"
+                " rescale_actions false)",
+            ),
         ),
     )
 
     def infer(self, ctx: InferContext) -> None:
         actions = ctx.input("actions")
         assert actions is not None
-        if not isinstance(actions.space, gym.spaces.Box):
-            for name, default in (("scale", 1.0), ("offset", 0.0), ("low", None), ("high", None)):
+        box = isinstance(actions.space, gym.spaces.Box)
+        if (
+            box
+            and self.params["rescale"]
+            and not (np.isfinite(actions.space.low).all() and np.isfinite(actions.space.high).all())
+        ):
+            ctx.error(
+                "params.rescale",
+                "not_applicable",
+                f"rescale needs finite action bounds; these are {actions.space}",
+            )
+        if not box:
+            for name, default in (
+                ("rescale", False),
+                ("scale", 1.0),
+                ("offset", 0.0),
+                ("low", None),
+                ("high", None),
+            ):
                 if self.params[name] != default:
                     ctx.error(
                         f"params.{name}",
@@ -117,6 +142,13 @@ class ActionProcessorNode(Node):
             e.set_out("actions", x)
             return
         expr = x
+        if p["rescale"]:
+            space = e.action_space(spec)
+            e.setup(
+                f"{e.var('center')} = torch.as_tensor(({space}.high + {space}.low) / 2, device=device)",
+                f"{e.var('half')} = torch.as_tensor(({space}.high - {space}.low) / 2, device=device)",
+            )
+            expr = f"torch.addcmul({e.var('center')}, {expr}, {e.var('half')})"
         if p["scale"] != 1.0:
             expr = f"{expr} * {literal(p['scale'])}"
         if p["offset"] != 0.0:

@@ -280,3 +280,21 @@ def test_policy_output_matches_the_model(tiny_graph, tmp_path):
     assert torch.allclose(out.log_prob, log_prob)
     assert torch.equal(out.action, model.to_env(out.policy_action))
     assert out.action.abs().max() <= 2.0
+
+
+def test_action_processor_rescales_scales_offsets_and_clips(examples_dir, tmp_path):
+    graph = load_graph(examples_dir / "pendulum_ppo.json")
+    for node_id in ("trainer", "checkpoint", "export", "eval"):
+        del graph.nodes[node_id]
+    graph.settings["max_ticks"] = 3
+    graph.nodes["agent"].params["rescale_actions"] = False
+    graph.nodes["actions"].params.update(rescale=True, scale=2.0, offset=0.5, low=-1.0, high=1.0)
+    source = build_program(graph).source
+    assert (
+        "actions = torch.clamp(torch.addcmul(actions_center, agent_policy_output.action,"
+        " actions_half) * 2.0 + 0.5, -1.0, 1.0)"
+    ) in source
+    assert run_graph(graph, out_dir=tmp_path, quiet=True).results["ticks"] == 3
+    graph.nodes["actions"].params["scale"] = 1.0
+    graph.nodes["actions"].params.update(rescale=False, offset=0.0, clip=False)
+    assert "actions = " not in build_program(graph).source  # identity: the agent's actions
