@@ -56,12 +56,22 @@ for _id, _entry in (
         gym.register(_id, entry_point=_entry, max_episode_steps=200)
 
 
-def train_tiny(root: Path, name: str, env_id: str = "Pendulum-v1", seed: int = 7, **top) -> Path:
+def train_tiny(
+    root: Path,
+    name: str,
+    env_id: str = "Pendulum-v1",
+    seed: int = 7,
+    policy: dict | None = None,
+    algo: dict | None = None,
+    **top,
+) -> Path:
     """A 4-update run (2 envs x 16 steps, 20-step episodes) trained in this process."""
     import ppokit
 
     cfg = tiny_train_config(root, seed=seed, **top)
     cfg.env = replace(cfg.env, id=env_id)
+    cfg.policy = replace(cfg.policy, **(policy or {}))
+    cfg.algo = replace(cfg.algo, **(algo or {}))
     cfg.log = replace(cfg.log, run_name=name)
     ppokit.train(cfg)
     return Path(root) / name

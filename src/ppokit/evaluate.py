@@ -26,6 +26,7 @@ from ppokit.envs.base import StepResult
 from ppokit.envs.gym_env import GymVecEnv
 from ppokit.errors import ConfigError, EnvError
 from ppokit.nn.actor_critic import ActorCritic
+from ppokit.observations import obs_map
 
 Active = list[int | None]  # per env: the number of the episode it is running, None when done
 
@@ -123,8 +124,9 @@ def evaluate_policy(
             ep_ret += result.rewards.cpu().numpy()
             ep_len += 1
             ended = (result.terminated | result.truncated).cpu().numpy()
-            if isinstance(policy, RecurrentPolicy):  # memory of ended episodes is reset
-                policy.episodes_ended(ended)
+            reset = getattr(policy, "episodes_ended", None)  # recurrent policies (any kind)
+            if reset is not None:  # memory of ended episodes is reset
+                reset(ended)
             for i in np.flatnonzero(ended):
                 number = current[i]
                 if number is not None:
@@ -267,7 +269,8 @@ class ValueProbe:
             if terminated[i] or truncated[i]:
                 bootstrap = 0.0
                 if not terminated[i] and result.final_obs is not None:
-                    bootstrap = float(self.value_fn(result.final_obs[i : i + 1])[0])
+                    final = obs_map(lambda x, i=i: x[i : i + 1], result.final_obs)
+                    bootstrap = float(self.value_fn(final)[0])
                 self.traces[number] = EpisodeTrace(
                     np.array(self._values[i]),
                     np.array(self._rewards[i]),
@@ -378,6 +381,11 @@ def run_eval(
             f"--analyze-value needs the critic, which {policy.kind} files leave out; evaluate the"
             " checkpoint or run directory instead"
         )
+    if png_file is not None and policy.recurrent:
+        raise ConfigError(
+            "--analyze-value does not support recurrent policies yet (the critic's state would"
+            " have to follow the actor's); evaluate without it"
+        )
     meta = policy.metadata
     if "env" in meta:
         env_cfg = EnvConfig(**meta["env"])
@@ -424,7 +432,7 @@ def run_eval(
         model, scale = policy.model, reward_scale(policy.checkpoint)
 
         def value_fn(obs: torch.Tensor) -> torch.Tensor:
-            return model.value(model.normalize(obs.to(torch_device))) * scale
+            return model.value(model.normalize(obs_map(lambda x: x.to(torch_device), obs))) * scale
 
         probe = ValueProbe(value_fn, episodes)
         hooks.append(probe)
@@ -451,7 +459,10 @@ def run_eval(
         gamma = checkpoint_config(policy.checkpoint).algo.gamma
         traces = [t for t in probe.traces if t is not None]
         analysis = value_analysis(traces, gamma)
-        plot_value_analysis(traces, gamma, analysis, png_file, title=f"{env_cfg.id}: {policy.path}")
+        run = policy.path.parent.parent if policy.path.parent.name == "checkpoints" else policy.path
+        mode = "deterministic" if deterministic else "stochastic"
+        title = f"{env_cfg.id}, {run.name}: critic vs realised return ({mode} policy, seed {seed})"
+        plot_value_analysis(traces, gamma, analysis, png_file, title=title)
         report["value_analysis"] = {"png": str(png_file), **analysis}
     if json_file is not None:
         write_text(json_file, json.dumps(report, indent=2) + "\n", "eval JSON")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 
+from ppokit.config import TrainConfig, to_dict
 from ppokit.errors import ConfigError, OutputError
 
 if TYPE_CHECKING:
@@ -112,13 +113,17 @@ def group_runs(runs: Sequence[RunCurve]) -> list[tuple[str, list[RunCurve]]]:
     """Runs grouped by config (seed and logging ignored), each group with a readable label."""
     keys: list[dict] = []
     groups: dict[str, list[RunCurve]] = {}
+    # A key missing from an older run's config.yaml had today's default (it did not exist yet).
+    defaults = _flatten(to_dict(TrainConfig()))
     for run in runs:
         flat = {
             k: v
-            for k, v in _flatten(run.config).items()
+            for k, v in {**defaults, **_flatten(run.config)}.items()
             if k.split(".")[0] not in IGNORED_FOR_GROUPING
         }
         key = repr(sorted(flat.items(), key=lambda kv: kv[0]))
+        if not run.config:  # no config.yaml: nothing to group by
+            key = f"run:{run.run_dir.resolve()}"
         if key not in groups:
             groups[key] = []
             keys.append(flat)
@@ -133,10 +138,11 @@ def group_runs(runs: Sequence[RunCurve]) -> list[tuple[str, list[RunCurve]]]:
         if "env.id" in differing and flat.get("env.id") != head:
             extra.insert(0, str(flat.get("env.id")))
         label = head + (f" ({', '.join(extra)})" if extra else "")
+        seeds = len(members)
+        label = f"{label}, {seeds} seed{'s' if seeds > 1 else ''}"
         if not members[0].config:  # no config.yaml: every run is its own group
             label = members[0].run_dir.name
-        seeds = len(members)
-        labelled.append((f"{label}, {seeds} seed{'s' if seeds > 1 else ''}", members))
+        labelled.append((label, members))
     return labelled
 
 
@@ -291,15 +297,18 @@ def plot_value_analysis(
         color = colors[k]
         if k < max_series:
             t = np.arange(len(g))
-            ax_t.plot(t, trace.values, color=color, lw=1.5, label=f"episode {k}: V(s_t)")
-            ax_t.plot(t, g, color=color, lw=1.2, ls="--", label=f"episode {k}: G_t")
+            ax_t.plot(t, trace.values, color=color, lw=1.3)
+            ax_t.plot(t, g, color=color, lw=1.1, ls="--")
         ax_s.scatter(g, trace.values, s=4, alpha=0.35, color=color, lw=0)
+    # One legend entry per line style; colours are episodes.
+    ax_t.plot([], [], color="0.3", lw=1.3, label="critic V(s_t)")
+    ax_t.plot([], [], color="0.3", lw=1.1, ls="--", label="realised G_t")
     ax_t.set_xlabel("step t within the episode")
     ax_t.set_ylabel(f"discounted return (gamma={gamma:g}), env reward units")
     shown = min(len(traces), max_series)
-    ax_t.set_title(f"V(s_t) solid vs realised G_t dashed ({shown} of {len(traces)} episodes)")
+    ax_t.set_title(f"along the episodes ({shown} of {len(traces)} shown, one colour each)")
     ax_t.grid(alpha=0.3)
-    ax_t.legend(fontsize=7, ncol=2, loc="best")
+    ax_t.legend(fontsize=8, loc="lower right")
     all_v = np.concatenate([t.values for t in traces])
     all_g = np.concatenate([discounted_returns(t.rewards, gamma, t.bootstrap) for t in traces])
     lo = float(min(all_v.min(), all_g.min()))

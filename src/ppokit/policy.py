@@ -3,7 +3,12 @@
 Every kind computes the same thing: raw observations in, the deterministic action out, already
 rescaled and clipped to the env's bounds (observation normalization and action post-processing
 live inside the model and inside exported graphs). Exported files carry a JSON description
-(`policy_metadata`) of the env and spaces, so they can be evaluated without their checkpoint.
+(`policy_metadata`) of the env, the spaces and their inputs and outputs, so they can be evaluated
+without their checkpoint.
+
+Dict observations are passed as a mapping of key -> array (ONNX: one named input per key).
+Recurrent policies keep their hidden state between calls, one row per env of the batch; `reset()`
+clears it (all envs, or those marked done), and `ppokit eval` resets the envs whose episode ended.
 """
 
 from __future__ import annotations
@@ -12,10 +17,9 @@ import json
 import math
 import warnings
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -26,11 +30,14 @@ from ppokit.config import TrainConfig, from_dict, to_dict
 from ppokit.envs.gym_env import check_env_id, env_factory
 from ppokit.errors import CheckpointError, EnvError, ExportError
 from ppokit.nn.actor_critic import ActorCritic
+from ppokit.observations import storage_dtype
 
 METADATA_FORMAT = "ppokit-policy"
 METADATA_VERSION = 1
 METADATA_KEY = "ppokit"  # ONNX metadata_props key; TorchScript extra file "ppokit.json"
 TORCHSCRIPT_EXTRA = "ppokit.json"
+BOX_INPUT = "obs"  # the input name of a Box observation
+HIDDEN_INPUT, HIDDEN_OUTPUT = "hidden", "hidden_out"  # recurrent state in and out (ONNX)
 
 Array = np.ndarray | torch.Tensor
 
@@ -58,6 +65,8 @@ def describe_space(space: gym.Space) -> dict:
         return {"type": "discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, gym.spaces.MultiDiscrete):
         return {"type": "multi_discrete", "nvec": [int(n) for n in space.nvec.ravel()]}
+    if isinstance(space, gym.spaces.Dict):
+        return {"type": "dict", "spaces": {k: describe_space(v) for k, v in space.spaces.items()}}
     return {"type": type(space).__name__, "repr": repr(space)}
 
 
@@ -79,6 +88,8 @@ def space_from_description(desc: dict) -> gym.Space:
         return gym.spaces.Discrete(desc["n"], start=desc.get("start", 0))
     if kind == "multi_discrete":
         return gym.spaces.MultiDiscrete(desc["nvec"])
+    if kind == "dict":
+        return gym.spaces.Dict({k: space_from_description(v) for k, v in desc["spaces"].items()})
     raise ExportError(f"policy metadata describes an unsupported space: {desc}")
 
 
@@ -87,18 +98,25 @@ def space_mismatch(policy_meta: dict, observation_space: gym.Space, action_space
     want_obs, want_act = policy_meta["observation_space"], policy_meta["action_space"]
     have_obs, have_act = describe_space(observation_space), describe_space(action_space)
     problems = []
-    if (want_obs.get("type"), want_obs.get("shape")) != (
-        have_obs.get("type"),
-        have_obs.get("shape"),
-    ):
+    if _layout(want_obs) != _layout(have_obs):
         problems.append(f"observations {_short(have_obs, False)} vs {_short(want_obs, False)}")
     if want_act != have_act:
         problems.append(f"actions {_short(have_act)} vs {_short(want_act)}")
     return "; ".join(problems)
 
 
+def _layout(desc: dict) -> Any:
+    """What an observation's fit depends on: kinds, keys and shapes (not the bounds)."""
+    if desc.get("type") == "dict":
+        return {k: _layout(v) for k, v in desc["spaces"].items()}
+    return desc.get("type"), desc.get("shape")
+
+
 def _short(desc: dict, bounds: bool = True) -> str:
     kind = desc.get("type")
+    if kind == "dict":
+        inner = ", ".join(f"{k}: {_short(v, bounds)}" for k, v in desc["spaces"].items())
+        return f"Dict({inner})"
     if kind == "box":
         text = f"Box{tuple(desc['shape'])}"
         low, high = desc["low"], desc["high"]
@@ -177,12 +195,51 @@ def reward_scale(state: dict) -> float:
     return float(torch.sqrt(torch.as_tensor(var, dtype=torch.float64) + 1e-8))
 
 
+def observation_inputs(model: ActorCritic) -> list[dict]:
+    """The observation inputs of an exported policy: one per dict key, else one named "obs"."""
+    space = model.observation_space
+    if isinstance(space, gym.spaces.Dict):
+        items = list(space.spaces.items())
+    else:
+        items = [(BOX_INPUT, space)]
+    out = []
+    for name, sub in items:
+        dtype = (
+            "uint8"
+            if isinstance(space, gym.spaces.Dict) and storage_dtype(sub) == torch.uint8
+            else "float32"
+        )
+        out.append({"name": name, "shape": ["batch", *map(int, sub.shape)], "dtype": dtype})
+    return out
+
+
 def policy_metadata(model: ActorCritic, cfg: TrainConfig, state: dict | None = None) -> dict:
-    """What an exported file says about itself: env, spaces, inputs and outputs."""
+    """What an exported file says about itself: env, spaces, inputs and outputs.
+
+    Inputs are the observation tensors (`observation_inputs`) and, for a recurrent policy, the
+    hidden state [batch, state_size] (zeros at an episode's start); outputs the env action and,
+    for a recurrent policy, the next hidden state.
+    """
     from ppokit import __version__
 
+    recurrent = bool(getattr(model, "recurrent", False))
+    state_size = int(getattr(model, "state_size", 0)) if recurrent else 0
+    inputs = observation_inputs(model)
     action_dtype = "float32" if model.continuous else "int64"
-    action_shape = list(model.distribution.action_shape)
+    outputs = [
+        {
+            "name": "action",
+            "shape": ["batch", *model.distribution.action_shape],
+            "dtype": action_dtype,
+        }
+    ]
+    if recurrent:
+        if HIDDEN_INPUT in [i["name"] for i in inputs]:
+            raise ExportError(
+                f"observation key {HIDDEN_INPUT!r} clashes with the recurrent state's input name"
+            )
+        inputs.append({"name": HIDDEN_INPUT, "shape": ["batch", state_size], "dtype": "float32"})
+        outputs.append({"name": HIDDEN_OUTPUT, "shape": ["batch", state_size], "dtype": "float32"})
     return {
         "format": METADATA_FORMAT,
         "version": METADATA_VERSION,
@@ -191,9 +248,10 @@ def policy_metadata(model: ActorCritic, cfg: TrainConfig, state: dict | None = N
         "env": to_dict(cfg)["env"],
         "observation_space": describe_space(model.observation_space),
         "action_space": describe_space(model.action_space),
-        "inputs": [{"name": "obs", "shape": ["batch", model.obs_dim], "dtype": "float32"}],
-        "outputs": [{"name": "action", "shape": ["batch", *action_shape], "dtype": action_dtype}],
-        "recurrent": False,
+        "inputs": inputs,
+        "outputs": outputs,
+        "recurrent": recurrent,
+        "state_size": state_size,
         "deterministic": True,
         "global_step": None if state is None else state.get("global_step"),
         "source": None if state is None else state.get("path"),
@@ -205,73 +263,208 @@ def policy_metadata(model: ActorCritic, cfg: TrainConfig, state: dict | None = N
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
+class Backend(Protocol):
+    """What runs a batch: `inputs` maps input names to [B, ...] arrays (NumPy for ONNX, torch
+    tensors on the policy's device otherwise); returns the actions."""
+
+    def __call__(self, inputs: dict[str, Any]) -> Any: ...
+
+    def reset(self, done: np.ndarray | None) -> None: ...
+
+
 class Policy:
     """raw observation(s) -> env action(s); what `load_policy` returns.
 
-    Accepts one observation or a batch, as a NumPy array (returns NumPy) or a torch tensor
-    (returns a tensor on the same device). `model` and `checkpoint` are set for checkpoints only
-    (value analysis needs the critic, which exported files leave out).
+    Accepts one observation or a batch [B, ...]: an array for a Box observation space, a mapping
+    key -> array for a Dict one; NumPy in gives NumPy out, torch in gives torch out (on the input's
+    device). Recurrent policies carry one hidden state per env of the batch: call `reset()` at the
+    start of new episodes (or `reset(done)` with a [B] mask). `model` and `checkpoint` are set for
+    checkpoints only (value analysis needs the critic, which exported files leave out).
     """
 
-    kind: str  # "checkpoint" | "onnx" | "torchscript"
-    path: Path
-    metadata: dict
-    _run: Callable[[Array], Array] = field(repr=False)
-    model: ActorCritic | None = field(default=None, repr=False)
-    checkpoint: dict | None = field(default=None, repr=False)
+    def __init__(
+        self,
+        kind: str,
+        path: Path,
+        metadata: dict,
+        backend: Backend,
+        numpy_inputs: bool,
+        device: torch.device | None = None,
+        model: ActorCritic | None = None,
+        checkpoint: dict | None = None,
+    ) -> None:
+        self.kind = kind  # "checkpoint" | "onnx" | "torchscript"
+        self.path = Path(path)
+        self.metadata = metadata
+        self.model = model
+        self.checkpoint = checkpoint
+        self._backend = backend
+        self._numpy_inputs = numpy_inputs
+        self._device = device or torch.device("cpu")
+        self._inputs = [i for i in metadata.get("inputs", []) if i["name"] != HIDDEN_INPUT]
+
+    def __repr__(self) -> str:
+        return f"Policy(kind={self.kind!r}, path={str(self.path)!r}, env_id={self.env_id!r})"
 
     @property
     def env_id(self) -> str | None:
         return self.metadata.get("env_id")
 
     @property
+    def recurrent(self) -> bool:
+        return bool(self.metadata.get("recurrent"))
+
+    @property
     def observation_shape(self) -> tuple[int, ...] | None:
+        """Shape of one Box observation (None for dict observations or unknown files)."""
         space = self.metadata.get("observation_space")
-        return tuple(space["shape"]) if space else None
+        return tuple(space["shape"]) if space and space.get("type") == "box" else None
+
+    @property
+    def observation_space(self) -> gym.Space | None:
+        desc = self.metadata.get("observation_space")
+        return space_from_description(desc) if desc else None
 
     @property
     def action_space(self) -> gym.Space | None:
         desc = self.metadata.get("action_space")
         return space_from_description(desc) if desc else None
 
-    def reset(self) -> None:
-        """Start of a new episode. A no-op for feed-forward policies (recurrent ones will clear
-        their hidden state here)."""
+    def reset(self, done: Any = None) -> None:
+        """Clear the hidden state of every env, or of the envs where `done` [B] is true
+        (a no-op for feedforward policies)."""
+        if done is not None:
+            done = done.detach().cpu().numpy() if isinstance(done, torch.Tensor) else done
+            done = np.asarray(done, dtype=bool)
+        self._backend.reset(done)
+
+    def episodes_ended(self, ended: np.ndarray) -> None:
+        """Called by `evaluate_policy` after each step: new episodes start from a zero state."""
+        if self.recurrent and np.any(ended):
+            self.reset(ended)
 
     def __call__(self, obs: Any) -> Any:
-        shape = self.observation_shape
-        is_tensor = isinstance(obs, torch.Tensor)
-        if not is_tensor:
-            obs = np.asarray(obs, dtype=np.float32)
-        single = shape is not None and tuple(obs.shape) == shape
-        if single:
-            obs = obs[None]
-        if shape is not None and tuple(obs.shape[1:]) != shape:
-            raise EnvError(
-                f"observation of shape {tuple(obs.shape)} given to a policy for observations of"
-                f" shape {shape} (or a batch [B, *shape])"
-            )
-        actions = self._run(obs)
+        is_dict = isinstance(obs, Mapping)
+        specs = self._inputs or [{"name": BOX_INPUT, "shape": None}]
+        arrays = dict(obs) if is_dict else {specs[0]["name"] if len(specs) == 1 else BOX_INPUT: obs}
+        names = [spec["name"] for spec in specs]
+        if set(names) != set(arrays):
+            want = "a mapping with keys " + ", ".join(names) if names != [BOX_INPUT] else "an array"
+            got = "keys " + ", ".join(arrays) if is_dict else "an array"
+            raise EnvError(f"the policy takes {want} as observation, got {got}")
+        first = arrays[names[0]]
+        as_tensor = isinstance(first, torch.Tensor)
+        out_device = first.device if as_tensor else None
+        shape = specs[0]["shape"]
+        single = shape is not None and len(first.shape) == len(shape) - 1
+        inputs = {}
+        for spec in specs:
+            x = arrays[spec["name"]]
+            if spec["shape"] is not None:
+                expected = tuple(spec["shape"][1:])
+                got_shape = tuple(x.shape if not single else (1, *x.shape))[1:]
+                if got_shape != expected:
+                    raise EnvError(
+                        f"observation {spec['name']!r} has shape {tuple(x.shape)}; the policy"
+                        f" expects {expected} (or a batch [B, *{expected}])"
+                    )
+            inputs[spec["name"]] = self._convert(x, spec.get("dtype", "float32"), single)
+        actions = self._backend(inputs)
+        if as_tensor:
+            actions = torch.as_tensor(actions).to(out_device)
+        elif isinstance(actions, torch.Tensor):
+            actions = actions.cpu().numpy()
         return actions[0] if single else actions
 
+    def _convert(self, x: Any, dtype: str, single: bool) -> Any:
+        if self._numpy_inputs:
+            if isinstance(x, torch.Tensor):
+                x = x.detach().cpu().numpy()
+            x = np.asarray(x, dtype=np.dtype(dtype))
+            return x[None] if single else x
+        t = torch.as_tensor(x).to(self._device, getattr(torch, dtype))
+        return t.unsqueeze(0) if single else t
 
-def _as_numpy(obs: Array) -> np.ndarray:
-    if isinstance(obs, torch.Tensor):
-        return obs.detach().to("cpu", torch.float32).numpy()
-    return np.asarray(obs, dtype=np.float32)
+
+def _zero_rows(state: Any, done: np.ndarray | None) -> Any:
+    """The state with the rows of `done` envs zeroed (None: forget it entirely)."""
+    if state is None or done is None or len(done) != state.shape[0]:
+        return None
+    if isinstance(state, torch.Tensor):
+        keep = torch.as_tensor(~done, device=state.device).to(state.dtype).unsqueeze(1)
+    else:
+        keep = (~done).astype(state.dtype)[:, None]
+    return state * keep
 
 
-def _torch_runner(
-    module: Callable[[torch.Tensor], torch.Tensor], device: torch.device
-) -> Callable[[Array], Array]:
+class CheckpointBackend:
+    """The torch model of a checkpoint (deterministic or sampling, feedforward or recurrent)."""
+
+    def __init__(self, model: ActorCritic, deterministic: bool) -> None:
+        self.model = model
+        self.deterministic = deterministic
+        self.state: torch.Tensor | None = None
+
     @torch.no_grad()
-    def run(obs: Array) -> Array:
-        if isinstance(obs, torch.Tensor):
-            return module(obs.to(device, torch.float32)).to(obs.device)
-        return module(torch.from_numpy(_as_numpy(obs)).to(device)).cpu().numpy()
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        model = self.model
+        obs = inputs[BOX_INPUT] if BOX_INPUT in inputs and not model.dict_obs else inputs
+        if model.recurrent:
+            batch = next(iter(inputs.values())).shape[0]
+            if self.state is None or self.state.shape[0] != batch:
+                self.state = model.initial_state(batch, next(model.parameters()).device)
+            actions, self.state = model.policy_step(obs, self.state, self.deterministic)
+            return actions
+        normalized = model.normalize(obs)
+        if self.deterministic:
+            return model.to_env(model.act_deterministic(normalized))
+        return model.to_env(model.act(normalized)[0])
 
-    return run
+    def reset(self, done: np.ndarray | None) -> None:
+        self.state = _zero_rows(self.state, done)
+
+
+class OnnxBackend:
+    """An onnxruntime session; a recurrent graph's hidden state is fed back between calls."""
+
+    def __init__(self, session: Any, meta: dict) -> None:
+        self.session = session
+        self.state_size = int(meta.get("state_size") or 0) if meta.get("recurrent") else 0
+        self.output = session.get_outputs()[0].name
+        self.state: np.ndarray | None = None
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        if not self.state_size:
+            return self.session.run([self.output], inputs)[0]
+        batch = next(iter(inputs.values())).shape[0]
+        if self.state is None or self.state.shape[0] != batch:
+            self.state = np.zeros((batch, self.state_size), np.float32)
+        actions, self.state = self.session.run(
+            [self.output, HIDDEN_OUTPUT], {**inputs, HIDDEN_INPUT: self.state}
+        )
+        return actions
+
+    def reset(self, done: np.ndarray | None) -> None:
+        self.state = _zero_rows(self.state, done)
+
+
+class TorchScriptBackend:
+    """A TorchScript module: `module(obs)` (a tensor, or a dict for dict observations); a
+    recurrent module keeps its own state and has `reset(done)`."""
+
+    def __init__(self, module: Any, meta: dict) -> None:
+        self.module = module
+        self.dict_obs = (meta.get("observation_space") or {}).get("type") == "dict"
+        self.recurrent = bool(meta.get("recurrent"))
+
+    @torch.no_grad()
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        obs = inputs if self.dict_obs else inputs[BOX_INPUT]
+        return self.module(obs)
+
+    def reset(self, done: np.ndarray | None) -> None:
+        if self.recurrent:
+            self.module.reset(None if done is None else torch.as_tensor(done))
 
 
 def file_kind(path: Path) -> str:
@@ -316,17 +509,13 @@ def load_policy(
         return _load_torchscript(p, device)
     state = ckpt.load_checkpoint(p, map_location="cpu")
     model = model_from_checkpoint(state, device)
-    if deterministic:
-        run = _torch_runner(model, device)
-    else:
-        from ppokit.evaluate import policy_fn
-
-        run = _torch_runner(policy_fn(model, deterministic=False), device)
     return Policy(
         "checkpoint",
         Path(state["path"]),
         policy_metadata(model, checkpoint_config(state), state),
-        run,
+        CheckpointBackend(model, deterministic),
+        numpy_inputs=False,
+        device=device,
         model=model,
         checkpoint=state,
     )
@@ -355,18 +544,10 @@ def _load_onnx(path: Path) -> Policy:
         message = " ".join(str(e).split())[:200]
         raise ExportError(f"{str(path)!r} is not a loadable ONNX model: {message}") from None
     meta = _parse_metadata(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY), path)
-    if meta.get("recurrent"):
-        raise ExportError(f"{str(path)!r} is a recurrent policy, which load_policy cannot run yet")
-    input_name = session.get_inputs()[0].name
-    output_name = session.get_outputs()[0].name
-
-    def run(obs: Array) -> Array:
-        actions = session.run([output_name], {input_name: _as_numpy(obs)})[0]
-        if isinstance(obs, torch.Tensor):
-            return torch.from_numpy(actions).to(obs.device)
-        return actions
-
-    return Policy("onnx", path, meta, run)
+    if not meta.get("inputs"):  # a foreign ONNX file: its own first input and output
+        inputs = session.get_inputs()
+        meta = {**meta, "inputs": [{"name": inputs[0].name, "shape": None, "dtype": "float32"}]}
+    return Policy("onnx", path, meta, OnnxBackend(session, meta), numpy_inputs=True)
 
 
 def _load_torchscript(path: Path, device: torch.device) -> Policy:
@@ -382,4 +563,11 @@ def _load_torchscript(path: Path, device: torch.device) -> Policy:
         ) from None
     module.eval()
     meta = _parse_metadata(extra[TORCHSCRIPT_EXTRA], path)
-    return Policy("torchscript", path, meta, _torch_runner(module, device))
+    return Policy(
+        "torchscript",
+        path,
+        meta,
+        TorchScriptBackend(module, meta),
+        numpy_inputs=False,
+        device=device,
+    )

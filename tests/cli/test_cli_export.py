@@ -107,3 +107,34 @@ def test_more_bad_input(cartpole_run, tmp_path, capsys, make_args, fragments):
     result = run_main(capsys, "export", *make_args(cartpole_run, tmp_path))
     assert_main_error(result, *fragments)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.pt"]
+
+
+@pytest.mark.slow
+def test_recurrent_policy_exports_and_evaluates_like_its_checkpoint(tmp_path):
+    """A GRU policy: ONNX with the hidden state as input/output; `ppokit eval` of the file
+    (state fed back, reset where episodes end) gives the checkpoint's returns exactly."""
+    import onnxruntime as ort
+
+    run = train_tiny(
+        tmp_path / "runs",
+        "gru",
+        env_id="CartPole-v1",
+        policy={"memory": "gru", "memory_hidden": 8},
+        algo={"bptt_length": 8},
+    )
+    proc = ppokit_cli("export", run, "--format", "onnx", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert exported_diff(proc.stdout) <= 1e-5
+    session = ort.InferenceSession(str(run / "policy.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["obs", "hidden"]
+    assert [o.name for o in session.get_outputs()] == ["action", "hidden_out"]
+    reports = []
+    for source in (run, run / "policy.onnx"):
+        out = tmp_path / f"{source.name}.json"
+        args = ("--episodes", "5", "--max-episode-steps", "200", "--json", out)
+        proc = ppokit_cli("eval", source, *args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        reports.append(json.loads(out.read_text()))
+    assert reports[0]["kind"] == "checkpoint" and reports[1]["kind"] == "onnx"
+    assert reports[0]["lengths"] == reports[1]["lengths"]
+    assert len(set(reports[0]["lengths"])) > 1  # episodes of different lengths: resets matter

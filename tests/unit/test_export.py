@@ -18,32 +18,47 @@ from ppokit.errors import ExportError
 from ppokit.export import TOLERANCE, VERIFY_SAMPLES, export_policy, sample_observations
 from ppokit.policy import env_spaces, model_from_checkpoint
 from ppokit_runs import MULTI_DISCRETE
+from ppokit_test_envs import DICT_OBS
 
 # torch.jit (TorchScript) is deprecated upstream; ppokit still exports it on request.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit.*")
 
 CASES = {
+    # name: (env id, policy overrides)
     # Box actions rescaled to [-2, 2] and clipped; bounded observations.
-    "box": "Pendulum-v1",
+    "box": ("Pendulum-v1", {}),
     # Discrete actions (argmax, int64); observations partly unbounded.
-    "discrete": "CartPole-v1",
-    "multi_discrete": MULTI_DISCRETE,
+    "discrete": ("CartPole-v1", {}),
+    "multi_discrete": (MULTI_DISCRETE, {}),
+    # Recurrent: GRU with a separate critic core; 2-layer LSTM shared with the critic.
+    "gru": ("CartPole-v1", {"memory": "gru", "memory_hidden": 16, "critic_memory": "separate"}),
+    "lstm": ("Pendulum-v1", {"memory": "lstm", "memory_hidden": 8, "memory_layers": 2}),
+    # Dict observations: a uint8 image, two vectors (named inputs); and with a GRU.
+    "dict": (DICT_OBS, {}),
+    "dict_gru": (DICT_OBS, {"memory": "gru", "memory_hidden": 8}),
 }
+ONNX_CASES = ["box", "discrete", "multi_discrete", "gru", "dict"]
 
 
-def write_checkpoint(path: Path, env_id: str, seed: int = 0) -> Path:
+def write_checkpoint(path: Path, env_id: str, policy: dict | None = None, seed: int = 0) -> Path:
     """A checkpoint of an untrained model made to exercise every part of the inference graph:
     non-trivial normalizer statistics, and actor outputs large enough to hit the action clip."""
     torch.manual_seed(seed)
     cfg = TrainConfig()
     cfg.env = replace(cfg.env, id=env_id)
-    cfg.policy = replace(cfg.policy, actor_hidden=[32, 32], critic_hidden=[16])
+    cfg.policy = replace(cfg.policy, actor_hidden=[32, 32], critic_hidden=[16], **(policy or {}))
     obs_space, act_space = env_spaces(env_id, None, {})
     model = ppokit.ActorCritic(obs_space, act_space, cfg.policy)
-    dim = model.obs_dim
-    model.obs_normalizer.update(torch.randn(500, dim) * torch.rand(dim) * 4 + torch.randn(dim))
+    raw = sample_observations(model, 500, seed=seed)
+    stretched = [
+        x if x.dtype == torch.uint8 else x * (1 + 3 * torch.rand(x.shape[1:])) + 1 for x in raw
+    ]
+    if model.dict_obs:
+        model.obs_normalizer.update(dict(zip(obs_space.spaces, stretched)))
+    else:
+        model.obs_normalizer.update(stretched[0])
     with torch.no_grad():
-        model.actor.layers[-1].weight.mul_(300.0)  # head gain 0.01 -> outputs of order 1-3
+        model.actor.layers[-1].weight.mul_(1000.0)  # head gain 0.01 -> outputs of order 1-10
     state = {
         "format": ckpt.FORMAT,
         "version": ckpt.VERSION,
@@ -59,57 +74,120 @@ def write_checkpoint(path: Path, env_id: str, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("export")
-    return {name: write_checkpoint(folder / f"{name}.pt", env) for name, env in CASES.items()}
+    return {
+        name: write_checkpoint(folder / f"{name}.pt", env, policy)
+        for name, (env, policy) in CASES.items()
+    }
 
 
-def torch_actions(checkpoint: Path, obs: torch.Tensor) -> np.ndarray:
-    model = model_from_checkpoint(ckpt.load_checkpoint(checkpoint))
+def load_model(checkpoint: Path) -> ppokit.ActorCritic:
+    return model_from_checkpoint(ckpt.load_checkpoint(checkpoint))
+
+
+def as_obs(model: ppokit.ActorCritic, inputs: list[torch.Tensor]):
+    """Observation inputs as the env gives them: a tensor, or a dict for dict observations."""
+    if model.dict_obs:
+        return dict(zip(model.observation_space.spaces, inputs))
+    return inputs[0]
+
+
+def reference_actions(model: ppokit.ActorCritic, sequence: list[list[torch.Tensor]]) -> list:
+    """Deterministic env actions of the torch model along a sequence of observation batches,
+    through the model's own inference API (forward, or policy_step with the state carried)."""
+    out = []
+    state = model.initial_state(sequence[0][0].shape[0]) if model.recurrent else None
     with torch.no_grad():
-        return model(obs).numpy()
+        for inputs in sequence:
+            if model.recurrent:
+                action, state = model.policy_step(as_obs(model, inputs), state, True)
+            else:
+                action = model(as_obs(model, inputs))
+            out.append(action.numpy())
+    return out
+
+
+def observation_sequence(model, envs: int = 16, steps: int = 4, seed: int = 123) -> list:
+    return [
+        sample_observations(model, envs, seed + t) for t in range(steps if model.recurrent else 1)
+    ]
 
 
 def test_random_observations_cover_the_graph(checkpoints):
-    model = model_from_checkpoint(ckpt.load_checkpoint(checkpoints["box"]))
-    obs = sample_observations(model)
+    model = load_model(checkpoints["box"])
+    (obs,) = sample_observations(model)
     assert obs.shape == (VERIFY_SAMPLES, 3)
     actions = model(obs).detach()
     assert (actions.abs() == 2.0).any() and (actions.abs() < 2.0).any()  # clipped and not
+    image, *_ = sample_observations(load_model(checkpoints["dict"]))
+    assert image.dtype == torch.uint8 and image.shape == (VERIFY_SAMPLES, 1, 12, 12)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", ONNX_CASES)
 def test_onnx_matches_torch(checkpoints, tmp_path, case):
+    """Plain onnxruntime, independently of ppokit's loader, on fresh random observations: named
+    inputs, the hidden state fed back by the caller, a dynamic batch size."""
     import onnxruntime as ort
 
     result = export_policy(checkpoints[case], "onnx", tmp_path / "policy.onnx")
     assert result.max_abs_diff <= TOLERANCE and result.samples == VERIFY_SAMPLES
-    # Independently of ppokit: plain onnxruntime on fresh random observations.
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
-    model = model_from_checkpoint(ckpt.load_checkpoint(checkpoints[case]))
-    obs = sample_observations(model, seed=123)
-    (got,) = session.run(None, {"obs": obs.numpy()})
-    expected = torch_actions(checkpoints[case], obs)
-    assert got.dtype == expected.dtype and got.shape == expected.shape
-    assert np.max(np.abs(got - expected)) <= TOLERANCE
-    one = session.run(None, {"obs": obs[:1].numpy()})[0]  # dynamic batch size
-    assert one.shape == expected[:1].shape
+    model = load_model(checkpoints[case])
+    names = list(model.observation_space.spaces) if model.dict_obs else ["obs"]
     meta = json.loads(session.get_modelmeta().custom_metadata_map["ppokit"])
-    assert meta["env_id"] == CASES[case] and meta["recurrent"] is False
-    assert [i.name for i in session.get_inputs()] == ["obs"]
+    assert meta["env_id"] == CASES[case][0] and meta["recurrent"] is model.recurrent
+    input_names = [i.name for i in session.get_inputs()]
+    assert input_names == names + (["hidden"] if model.recurrent else [])
+    assert [i["name"] for i in meta["inputs"]] == input_names
+    sequence = observation_sequence(model)
+    expected = reference_actions(model, sequence)
+    hidden = np.zeros((16, model.state_size), np.float32)
+    for inputs, want in zip(sequence, expected):
+        feed = {n: x.numpy() for n, x in zip(names, inputs)}
+        if model.recurrent:
+            got, hidden = session.run(["action", "hidden_out"], {**feed, "hidden": hidden})
+        else:
+            (got,) = session.run(["action"], feed)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.max(np.abs(got - want)) <= TOLERANCE
+    one = {n: x[:1].numpy() for n, x in zip(names, sequence[0])}
+    if model.recurrent:
+        one["hidden"] = np.zeros((1, model.state_size), np.float32)
+    assert session.run(["action"], one)[0].shape == expected[0][:1].shape  # batch of one
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize(
+    "case",
+    [c if c in ("box", "discrete", "multi_discrete", "gru") else pytest.param(c, marks=pytest.mark.slow) for c in CASES],
+)  # fmt: skip
 def test_torchscript_matches_torch(checkpoints, tmp_path, case):
+    """torch.jit.load alone: module(obs) with a tensor or a dict; a recurrent module carries
+    its state, and reset() / reset(done) clear it."""
     result = export_policy(checkpoints[case], "torchscript", tmp_path / "policy.pt")
     assert result.max_abs_diff <= TOLERANCE
     module = torch.jit.load(str(result.path))
-    model = model_from_checkpoint(ckpt.load_checkpoint(checkpoints[case]))
-    obs = sample_observations(model, seed=123)
+    model = load_model(checkpoints[case])
+    sequence = observation_sequence(model)
+    expected = reference_actions(model, sequence)
     with torch.no_grad():
-        got = module(obs).numpy()
-    expected = torch_actions(checkpoints[case], obs)
-    assert got.dtype == expected.dtype
-    assert np.max(np.abs(got - expected)) <= TOLERANCE
+        for inputs, want in zip(sequence, expected):
+            got = module(as_obs(model, inputs)).numpy()
+            assert got.dtype == want.dtype
+            assert np.max(np.abs(got - want)) <= TOLERANCE
+        if model.recurrent:
+            module.reset()
+            again = module(as_obs(model, sequence[0])).numpy()
+            assert np.max(np.abs(again - expected[0])) <= TOLERANCE
+            # reset(done) clears only the envs whose episode ended.
+            done = torch.zeros(16, dtype=torch.bool)
+            done[:5] = True
+            module.reset(done)
+            state = model.initial_state(16)
+            _, state = model.policy_step(as_obs(model, sequence[0]), state, True)
+            state[:5] = 0
+            want, _ = model.policy_step(as_obs(model, sequence[1]), state, True)
+            got = module(as_obs(model, sequence[1]))
+            assert torch.max(torch.abs(got - want)) <= TOLERANCE
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=pytest.mark.slow)])
