@@ -298,3 +298,17 @@ def test_action_processor_rescales_scales_offsets_and_clips(examples_dir, tmp_pa
     graph.nodes["actions"].params["scale"] = 1.0
     graph.nodes["actions"].params.update(rescale=False, offset=0.0, clip=False)
     assert "actions = " not in build_program(graph).source  # identity: the agent's actions
+
+
+def test_graph_checkpoint_resumes_with_ppokit_train(tiny_graph, tmp_path):
+    from ppokit.checkpoint import load_checkpoint
+    from ppokit.config import apply_overrides, from_dict
+
+    result = run(tiny_graph(), tmp_path)
+    state = load_checkpoint(result.results["checkpoint"])
+    cfg = from_dict(state["config"], where="checkpoint config")
+    cfg = apply_overrides(cfg, {"total_steps": 96, "log.progress": False}, "test")
+    trainer = Trainer(cfg, run_dir=tmp_path / "resumed", resume=result.results["checkpoint"])
+    assert (trainer.ppo.updates, trainer.global_step) == (2, 64)
+    trainer.train()
+    assert trainer.ppo.updates == 3
