@@ -195,7 +195,8 @@ def call(func: str, args: list[str], lead: int = 0) -> str:
     flat = f"{func}({', '.join(args)})"
     if (lead + len(flat) <= LINE and "\n" not in flat) or not args:
         return flat
-    inner = "".join(f"\n{INDENT}{a.replace(chr(10), chr(10) + INDENT)}," for a in args)
+    newline = "\n"
+    inner = "".join(f"{newline}{INDENT}{a.replace(newline, newline + INDENT)}," for a in args)
     return f"{func}({inner}\n)"
 
 
@@ -251,9 +252,6 @@ class Emitter:
 
     def prefix_of(self, node_id: str) -> str:
         return self.builder.prefix[node_id]
-
-    def used(self, port: str) -> bool:
-        return bool(self.analysis.resolved.consumers(self.node.id, port))
 
     def spec(self, port: str) -> PortSpec | None:
         return self.analysis.specs.get((self.node.id, port))
@@ -461,7 +459,8 @@ def assemble(graph: Graph, analysis: Analysis, b: Builder) -> Program:
             spans.append(Span(first, len(lines), block.node, phase))
 
     name = graph.name
-    source_note = f" {graph.source}" if graph.source else ""
+    # (inside the docstring: no backslashes or triple quotes from file names)
+    source_note = f" {graph.source}".replace("\\", "/").replace('"', "'") if graph.source else ""
     doc = [
         f'"""{name}: a ppokit training program generated from the node graph{source_note}.',
         "",
