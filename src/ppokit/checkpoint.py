@@ -40,6 +40,30 @@ def save_atomic(obj: Any, path: Path) -> None:
         raise
 
 
+def training_state(cfg: Any, ppo: Any, global_step: int, episodes: Any) -> dict:
+    """Everything a resumed run needs, in the layout `load_checkpoint` reads.
+
+    `cfg` is the resolved TrainConfig, `ppo` the PPO algorithm (model, optimizer, schedule,
+    reward scaler, counters), `episodes` the EpisodeTracker.
+    """
+    from ppokit.config import to_dict
+
+    model = ppo.model
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": to_dict(cfg),
+        "ppo": ppo.state_dict(),
+        "global_step": global_step,
+        "episodes": episodes.state_dict(),
+        "rng": rng_state(),
+        "spaces": {
+            "observation": repr(model.observation_space),
+            "action": repr(model.action_space),
+        },
+    }
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a run directory (its checkpoints/latest.pt)."""
     p = Path(path)

@@ -108,19 +108,7 @@ class Trainer:
 
     # --- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
-            "format": ckpt.FORMAT,
-            "version": ckpt.VERSION,
-            "config": to_dict(self.cfg),
-            "ppo": self.ppo.state_dict(),
-            "global_step": self.global_step,
-            "episodes": self.episodes.state_dict(),
-            "rng": ckpt.rng_state(),
-            "spaces": {
-                "observation": repr(self.env.observation_space),
-                "action": repr(self.env.action_space),
-            },
-        }
+        return ckpt.training_state(self.cfg, self.ppo, self.global_step, self.episodes)
 
     def _load_state(self, state: dict) -> None:
         spaces = {

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ppokit import checkpoint as ckpt
-from ppokit.config import EnvConfig, TrainConfig, to_dict
+from ppokit.config import EnvConfig, TrainConfig
 from ppokit.envs.base import StepResult
 from ppokit.episodes import EpisodeTracker
 from ppokit.evaluate import evaluate_policy, policy_fn
@@ -301,20 +301,7 @@ def checkpoint_state(
 ) -> dict:
     """A ppokit checkpoint (the layout `Trainer.state_dict` writes), so `ppokit train --resume`
     and `ppokit.checkpoint.load_checkpoint` read it."""
-    model = ppo.model
-    return {
-        "format": ckpt.FORMAT,
-        "version": ckpt.VERSION,
-        "config": to_dict(cfg),
-        "ppo": ppo.state_dict(),
-        "global_step": global_step,
-        "episodes": episodes.state_dict(),
-        "rng": ckpt.rng_state(),
-        "spaces": {
-            "observation": repr(model.observation_space),
-            "action": repr(model.action_space),
-        },
-    }
+    return ckpt.training_state(cfg, ppo, global_step, episodes)
 
 
 def save_checkpoint(path: Path, state: dict) -> str:
