@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,8 @@ from ppokit_runs import (
     run_main,
     train_tiny,
 )
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "run_onnx_policy.py"
 
 # torch.jit (TorchScript) is deprecated upstream; ppokit still exports it on request.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit.*")
@@ -56,9 +60,12 @@ def test_export_onnx_default_path_and_eval(cartpole_run, tmp_path):
     meta = json.loads(session.get_modelmeta().custom_metadata_map["ppokit"])
     assert meta["action_space"] == {"type": "discrete", "n": 2, "start": 0}
     # ppokit eval takes the exported file as well (env read from its metadata).
-    proc = ppokit_cli("eval", path, "--episodes", "2", cwd=tmp_path)
+    proc = ppokit_cli("eval", path, "--episodes", "2", "--json", tmp_path / "e.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "eval CartPole-v1 (2 episodes, deterministic, seed 0)" in proc.stdout
+    # The example without ppokit runs episode 0 from the same reset (seed 0) to the same end.
+    lengths = run_example(path, tmp_path)
+    assert lengths[0] == json.loads((tmp_path / "e.json").read_text())["lengths"][0]
 
 
 def test_export_torchscript_to_a_chosen_path(cartpole_run, tmp_path):
@@ -138,3 +145,25 @@ def test_recurrent_policy_exports_and_evaluates_like_its_checkpoint(tmp_path):
     assert reports[0]["kind"] == "checkpoint" and reports[1]["kind"] == "onnx"
     assert reports[0]["lengths"] == reports[1]["lengths"]
     assert len(set(reports[0]["lengths"])) > 1  # episodes of different lengths: resets matter
+    # The example without ppokit: its episode e is reset with seed e, as ppokit eval's env 0 is
+    # for episode 0 (env i of an eval with seed 0 starts from seed i).
+    lengths = run_example(run / "policy.onnx", tmp_path, "--max-episode-steps", "200")
+    assert lengths[0] == reports[0]["lengths"][0]
+
+
+def run_example(policy: Path, cwd: Path, *args: str) -> list[int]:
+    """examples/run_onnx_policy.py, checking that neither torch nor ppokit gets imported."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['run_onnx_policy.py', {str(policy)!r}, '--episodes', '2', *{list(args)!r}]\n"
+        f"runpy.run_path({str(EXAMPLE)!r}, run_name='__main__')\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ppokit'))\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = re.findall(r"^episode \d+: return -?[\d.]+, length (\d+)$", proc.stdout, re.MULTILINE)
+    assert len(found) == 2, proc.stdout
+    return [int(n) for n in found]
