@@ -356,4 +356,9 @@ class ActorCritic(nn.Module):
     def forward(self, raw_obs: torch.Tensor) -> torch.Tensor:
         """Inference: raw observations -> deterministic env actions (feedforward models; recurrent
         models carry a state: `policy_step`)."""
+        if self.recurrent:
+            raise TypeError(
+                "a recurrent policy carries a memory state between steps: call"
+                " policy_step(raw_obs, state) (initial_state(batch) to start)"
+            )
         return self.to_env(self.act_deterministic(self.normalize(raw_obs)))
