@@ -418,7 +418,8 @@ def run_eval(
     if videos_dir is not None:
         recording.check_render_mode(env_cfg.id, env_cfg.kwargs, "rgb_array", "--record")
         recording.configure_headless_gl()
-        env_cfg = replace(env_cfg, kwargs={**env_cfg.kwargs, "render_mode": "rgb_array"})
+        extra = recording.recording_kwargs(env_cfg.id, env_cfg.kwargs)  # a following camera
+        env_cfg = replace(env_cfg, kwargs={**env_cfg.kwargs, **extra, "render_mode": "rgb_array"})
         count = episodes if record_episodes is None else min(record_episodes, episodes)
         recorder = VideoRecorder(make_dir(videos_dir, "videos"), count, env_cfg.id)
         hooks.append(recorder)

@@ -50,13 +50,20 @@ def configure_headless_gl() -> str | None:
     return None
 
 
-def render_modes(env_id: str, env_kwargs: dict) -> list[str]:
-    """The render modes an env declares (builds one instance to read its metadata)."""
+TRACKING_CAMERA = "track"  # Gymnasium's MuJoCo locomotion models name their follow camera so
+
+
+def _probe(env_id: str, env_kwargs: dict) -> gym.Env:
     kwargs = {k: v for k, v in env_kwargs.items() if k != "render_mode"}
     try:
-        env = gym.make(env_id, **kwargs)
+        return gym.make(env_id, **kwargs)
     except Exception as e:  # env constructors raise anything
         raise EnvError(f"cannot build environment {env_id!r}: {e}") from None
+
+
+def render_modes(env_id: str, env_kwargs: dict) -> list[str]:
+    """The render modes an env declares (builds one instance to read its metadata)."""
+    env = _probe(env_id, env_kwargs)
     try:
         return list(env.metadata.get("render_modes") or [])
     finally:
@@ -71,6 +78,33 @@ def check_render_mode(env_id: str, env_kwargs: dict, mode: str, flag: str) -> No
         raise EnvError(
             f"{flag} needs an env with render mode {mode!r}; {env_id!r} declares: {have}"
         )
+
+
+def recording_kwargs(env_id: str, env_kwargs: dict) -> dict:
+    """Extra gymnasium.make kwargs for recording: a MuJoCo env whose model has a camera named
+    "track" (Gymnasium's locomotion tasks: it follows the body) renders from it, so a running
+    agent stays in the picture; its default free camera stays put. An explicit camera_id or
+    camera_name in the env's kwargs wins."""
+    if "camera_id" in env_kwargs or "camera_name" in env_kwargs:
+        return {}
+    env = _probe(env_id, env_kwargs)
+    try:
+        from gymnasium.envs.mujoco.mujoco_env import MujocoEnv  # takes camera_name
+
+        base = env.unwrapped
+        if not isinstance(base, MujocoEnv):
+            return {}
+        import mujoco
+
+        model = base.model
+
+        if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, TRACKING_CAMERA) < 0:
+            return {}
+        return {"camera_name": TRACKING_CAMERA}
+    except Exception:  # not a MuJoCo env after all: record with its defaults
+        return {}
+    finally:
+        env.close()
 
 
 def render_frame(env: gym.Env, env_id: str) -> np.ndarray:
