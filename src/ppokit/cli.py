@@ -226,6 +226,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
         preset = ns.preset if (ns.preset or ns.config) else "pendulum"
         cfg = C.load_config(preset, ns.config, overrides)
     trainer = Trainer(cfg, run_dir=ns.run_dir, resume=ns.resume)
+    if not trainer.is_main:  # torchrun: rank 0 reports for every rank
+        return 130 if trainer.train().interrupted else 0
     print(f"run directory: {trainer.run_dir}", flush=True)
     result = trainer.train()
     if result.eval is not None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ppokit import checkpoint as ckpt
+from ppokit import distributed
 from ppokit.algo.ppo import PPO
 from ppokit.config import TrainConfig, from_dict, save_config, to_dict
 from ppokit.envs import make_env
@@ -64,7 +65,13 @@ class TrainResult:
 
 
 class Trainer:
-    """Builds env, model and algorithm from a config and runs (or resumes) training."""
+    """Builds env, model and algorithm from a config and runs (or resumes) training.
+
+    Launched by torchrun, each process is one data-parallel rank (ppokit.distributed): it owns
+    `cfg.env.num_envs` envs seeded apart from the other ranks', the update is shared, and rank 0
+    alone writes logs, progress and checkpoints. `steps_per_update` and `global_step` count every
+    rank's steps.
+    """
 
     def __init__(
         self,
@@ -80,8 +87,11 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        self.device = resolve_device(cfg.device)
-        seed_everything(cfg.seed)
+        # Under torchrun: join the process group (cuda:LOCAL_RANK on GPUs); else one process.
+        self.sync, self.device = distributed.setup(resolve_device(cfg.device))
+        self.sync.check_same(to_dict(cfg), "config")
+        rank, world = self.sync.rank, self.sync.world_size
+        seed_everything(cfg.seed + rank)
         self.env = make_env(cfg.env, self.device)
         self.model = ActorCritic(
             self.env.observation_space,
@@ -90,25 +100,41 @@ class Trainer:
             normalize_obs=cfg.env.normalize_obs,
             obs_clip=cfg.env.obs_clip,
         ).to(self.device)
-        self.steps_per_update = cfg.algo.num_steps * cfg.env.num_envs
+        self.steps_per_update = cfg.algo.num_steps * cfg.env.num_envs * world
         self.total_updates = math.ceil(cfg.total_steps / self.steps_per_update)
-        self.ppo = PPO(self.model, cfg, self.device, self.total_updates)
-        self.episodes = EpisodeTracker(cfg.env.num_envs, cfg.log.episode_window, self.device)
+        self.ppo = PPO(self.model, cfg, self.device, self.total_updates, sync=self.sync)
+        # Episodes of every rank's envs (their rewards and done flags are gathered per update).
+        self.episodes = EpisodeTracker(
+            cfg.env.num_envs * world, cfg.log.episode_window, self.device
+        )
         self.global_step = 0
         if state is not None:
             self._load_state(state)
             self.run_dir = Path(run_dir) if run_dir else Path(state["path"]).resolve().parent.parent
         else:
             self.run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
+        # Every rank takes rank 0's run directory (a default name holds rank 0's clock time).
+        self.run_dir = Path(self.sync.broadcast_object(str(self.run_dir)))
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
         self.logger: RunLogger | None = None
         self.stop_requested = False
+        self._stop_pending = False  # distributed: asked on this rank, not yet agreed on
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes logs and checkpoints (rank 0; always, without torchrun)."""
+        return self.sync.is_main
 
     # --- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return ckpt.training_state(self.cfg, self.ppo, self.global_step, self.episodes)
+        """The checkpoint; under torchrun every rank must call it (RNG states are gathered)."""
+        state = ckpt.training_state(self.cfg, self.ppo, self.global_step, self.episodes)
+        if self.sync.distributed:  # each rank's RNG streams, so every rank resumes exactly
+            state["rng_ranks"] = self.sync.gather_object(state["rng"])
+        return state
 
     def _load_state(self, state: dict) -> None:
         spaces = {
@@ -125,14 +151,23 @@ class Trainer:
         self.ppo.schedule.total_updates = max(1, self.total_updates)
         self.global_step = int(state["global_step"])
         self.episodes.load_state_dict(state["episodes"])
-        ckpt.set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.sync.world_size:
+            ckpt.set_rng_state(ranks[self.sync.rank])
+        elif self.sync.rank == 0:
+            ckpt.set_rng_state(state["rng"])
+        else:  # written by fewer ranks: this rank's streams start afresh, seeded apart
+            seed_everything(self.cfg.seed + self.sync.rank + 1_000_003 * self.ppo.updates)
         # Envs restart episodes at resume, so per-env running returns start over too.
         self.ppo.reward_scaler.reset()
 
     def save_checkpoint(self) -> Path:
+        """Write the checkpoint (rank 0; under torchrun every rank calls this together)."""
         state = self.state_dict()
         folder = self.run_dir / "checkpoints"
         path = folder / f"update_{self.ppo.updates:06d}.pt"
+        if not self.is_main:
+            return path
         ckpt.save_atomic(state, path)
         ckpt.save_atomic(state, folder / ckpt.LATEST)
         periodic = sorted(folder.glob("update_*.pt"))
@@ -156,22 +191,34 @@ class Trainer:
         return obs
 
     def request_stop(self, *_: Any) -> None:
-        """Finish at the next step boundary and write a checkpoint (first Ctrl-C / SIGTERM)."""
-        if self.stop_requested:  # a second Ctrl-C stops at once
+        """Finish at the next step boundary and write a checkpoint (first Ctrl-C / SIGTERM).
+
+        Under torchrun the ranks agree at the end of each update, so all of them finish that
+        update and stop together."""
+        if self.stop_requested or self._stop_pending:  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
-        self.stop_requested = True
+        if self.sync.distributed:
+            self._stop_pending = True
+        else:
+            self.stop_requested = True
 
     def train(self) -> TrainResult:
         cfg = self.cfg
-        self.logger = RunLogger(self.run_dir, cfg.log, to_dict(cfg), self.run_dir.name)
+        if self.is_main:
+            self.logger = RunLogger(self.run_dir, cfg.log, to_dict(cfg), self.run_dir.name)
         progress = Progress(
-            self.total_updates * self.steps_per_update, self.global_step, cfg.log.progress
+            self.total_updates * self.steps_per_update,
+            self.global_step,
+            cfg.log.progress and self.is_main,
         )
-        self.stop_requested = False
+        self.stop_requested = self._stop_pending = False
         handlers = install_stop_handlers(self.request_stop)
         # A fresh run starts from the configured seed; a resumed run from one derived from its
-        # update count, so two resumes of one checkpoint are identical.
-        obs = self.env.reset(seed=cfg.seed + 1_000_003 * self.ppo.updates)
+        # update count, so two resumes of one checkpoint are identical. Rank r's envs take the
+        # seeds after rank r-1's: K ranks of N envs reset like one process of K*N envs.
+        obs = self.env.reset(
+            seed=cfg.seed + 1_000_003 * self.ppo.updates + self.sync.rank * cfg.env.num_envs
+        )
         self.ppo.reset_memory()  # recurrent policies: new episodes start from a zero state
         start_time, start_step = time.perf_counter(), self.global_step
         try:
@@ -181,7 +228,9 @@ class Trainer:
                 if self.stop_requested:
                     break
                 t1 = time.perf_counter()
-                self.episodes.add_rollout(self.ppo.buffer.rewards, self.ppo.buffer.dones)
+                self.episodes.add_rollout(
+                    *self.sync.gather_envs(self.ppo.buffer.rewards, self.ppo.buffer.dones)
+                )
                 self.ppo.finish_rollout(obs)
                 metrics = self.ppo.update()
                 t2 = time.perf_counter()
@@ -190,7 +239,8 @@ class Trainer:
                 metrics.update(
                     {"charts/SPS": sps, "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
                 )
-                self.logger.log(self.global_step, metrics)
+                if self.logger is not None:
+                    self.logger.log(self.global_step, metrics)
                 progress.update(self.global_step, sps, self.episodes.mean_return())
                 for callback in self.callbacks:
                     callback(self, metrics)
@@ -201,6 +251,8 @@ class Trainer:
                     and self.ppo.updates < self.total_updates
                 ):
                     self.save_checkpoint()
+                if self.sync.distributed:  # one collective per update: stop together, or not
+                    self.stop_requested = self.sync.any(self._stop_pending)
         finally:
             restore_handlers(handlers)
             progress.close()
@@ -209,13 +261,14 @@ class Trainer:
         self.ppo.buffer.reset()
         path = self.save_checkpoint()
         eval_result = None
-        if not interrupted and cfg.eval.episodes > 0:
+        if not interrupted and cfg.eval.episodes > 0 and self.logger is not None:
             eval_result = self.evaluate(cfg.eval.episodes)
             (self.run_dir / "eval.json").write_text(json.dumps(eval_result, indent=2))
             self.logger.log(self.global_step, {"eval/mean_return": eval_result["mean_return"]})
-        self.logger.close()
+        if self.logger is not None:
+            self.logger.close()
         self.env.close()
-        if interrupted:
+        if interrupted and self.is_main:
             print(f"interrupted: checkpoint written to {path}", flush=True)
         return TrainResult(
             self.run_dir,

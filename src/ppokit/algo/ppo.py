@@ -17,6 +17,7 @@ from ppokit.algo.gae import compute_gae
 from ppokit.algo.rollout import Minibatch, RolloutBuffer
 from ppokit.algo.schedules import LRSchedule
 from ppokit.config import TrainConfig, minibatch_size
+from ppokit.distributed import LocalSync
 from ppokit.envs.base import StepResult
 from ppokit.errors import ConfigError
 from ppokit.nn.actor_critic import ActorCritic
@@ -122,11 +123,22 @@ class PPO:
     `finish_rollout(next_obs)` then `update()`. For recurrent models PPO also carries the memory
     state of every env (`memory_state`) across steps and rollouts, zeroed where an episode ended;
     a loop that resets its envs calls `reset_memory()`.
+
+    `sync` shares the update between data-parallel ranks (ppokit.distributed): rank 0's initial
+    parameters, averaged gradients and loss terms, merged statistics. The default, one process,
+    shares nothing.
     """
 
     def __init__(
-        self, model: ActorCritic, cfg: TrainConfig, device: torch.device, total_updates: int
+        self,
+        model: ActorCritic,
+        cfg: TrainConfig,
+        device: torch.device,
+        total_updates: int,
+        sync: LocalSync | None = None,
     ) -> None:
+        self.sync = sync if sync is not None else LocalSync()
+        self.sync.broadcast_module(model)  # every rank starts from rank 0's parameters
         self.model = model
         self.cfg = cfg
         self.algo = cfg.algo
@@ -272,7 +284,7 @@ class PPO:
         next_values = torch.cat([b.values[1:], last_values.unsqueeze(0)])
         next_values = torch.where(b.truncated, b.bootstrap_values, next_values)
         dones = b.dones
-        rewards = self.reward_scaler.scale_rollout(b.rewards, dones)
+        rewards = self.reward_scaler.scale_rollout(b.rewards, dones, self.sync)
         advantages, returns = compute_gae(
             rewards, b.values, next_values, b.terminated, dones, self.algo.gamma, self.algo.lam
         )
@@ -290,7 +302,12 @@ class PPO:
             obs = self.model.normalize(b.flat_obs())
             advantages = b.advantages.flatten()
             if a.normalize_advantages and a.advantage_norm_scope == "batch":
-                advantages = normalize_advantages(advantages)
+                if self.sync.distributed:  # mean and std of every rank's advantages
+                    mean, var, n = self.sync.moments(advantages)
+                    std = (var * n / (n - 1)).sqrt().to(advantages.dtype)
+                    advantages = (advantages - mean.to(advantages.dtype)) / (std + ADV_EPS)
+                else:
+                    advantages = normalize_advantages(advantages)
             sequences = b.sequences(obs, advantages, a.bptt_length) if self.recurrent else None
         check_kl = a.kl_early_stop or self.schedule.adaptive
         sums = torch.zeros(5, device=self.device)  # policy, value, entropy, kl, clipfrac
@@ -319,19 +336,23 @@ class PPO:
             if stopped_early:
                 break
 
-        self.model.obs_normalizer.update(b.flat_obs())
+        self.model.obs_normalizer.update(b.flat_obs(), self.sync)
         self.updates += 1
         b.reset()
         means = (sums / max(steps, 1)).tolist()
+        values, returns = b.values.flatten(), b.returns.flatten()
+        if self.sync.distributed:  # over every rank's rollout
+            _, var, _ = self.sync.moments(torch.stack([returns - values, returns], 1))
+            explained = float(1.0 - var[0] / var[1])
+        else:
+            explained = float(explained_variance(values, returns))
         metrics = {
             "losses/policy_loss": means[0],
             "losses/value_loss": means[1],
             "losses/entropy": means[2],
             "losses/approx_kl": epoch_kls[-1] if epoch_kls else float("nan"),
             "losses/clip_fraction": means[4],
-            "losses/explained_variance": float(
-                explained_variance(b.values.flatten(), b.returns.flatten())
-            ),
+            "losses/explained_variance": explained,
             "losses/epochs_run": float(len(epoch_kls)),
             "losses/early_stopped": float(stopped_early),
             "charts/learning_rate": self.schedule.lr,
@@ -346,11 +367,14 @@ class PPO:
         """One gradient step; None (and no step) when the KL early stop fires.
 
         Returns the stacked (policy loss, value loss, entropy, approx KL, clip fraction).
+        Across data-parallel ranks the gradient and these terms are averaged in one all-reduce
+        before the KL decision and the step, so every rank decides and steps the same.
         """
         a = self.algo
+        distributed = self.sync.distributed
         if self.compiled is not None:
             try:
-                if not check_kl:
+                if not check_kl and not distributed:
                     return torch.stack(self.compiled.step(mb, self.schedule.lr))
                 grads, aux = self.compiled.gradients(mb)
             except (
@@ -360,27 +384,31 @@ class PPO:
                     raise
                 self._compile_failed(e)
                 return self._minibatch_step(mb, check_kl)
-            if not self._kl_allows_step(float(aux[3])):
+            terms = torch.stack(aux)
+            if distributed:
+                grads, terms = self.sync.average_flat(grads, terms)
+            if check_kl and not self._kl_allows_step(float(terms[3])):
                 return None
             self.compiled.apply(grads, self.schedule.lr)
-            return torch.stack(aux)
+            return terms
         terms = ppo_loss(self.model, mb, **self.loss_kwargs)
-        if check_kl and not self._kl_allows_step(float(terms.approx_kl)):
-            return None
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
+        if distributed:
+            # Backward before the KL decision: gradients and loss terms share one all-reduce.
+            self.optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            stacked = self.sync.average_gradients(self.params, _stack_terms(terms))
+            if check_kl and not self._kl_allows_step(float(stacked[3])):
+                return None
+        else:
+            if check_kl and not self._kl_allows_step(float(terms.approx_kl)):
+                return None
+            self.optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            stacked = _stack_terms(terms)
         if a.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.params, a.max_grad_norm, foreach=True)
         self.optimizer.step()
-        return torch.stack(
-            [
-                terms.policy_loss,
-                terms.value_loss,
-                terms.entropy,
-                terms.approx_kl,
-                terms.clip_fraction,
-            ]
-        )
+        return stacked
 
     def _kl_allows_step(self, kl: float) -> bool:
         """KL early stop (False: end the update) and the adaptive LR, before the optimizer step."""
@@ -413,6 +441,13 @@ class PPO:
         self.reward_scaler.load_state_dict(state["reward_scaler"])
         self.updates = int(state["updates"])
         self.set_lr(self.schedule.lr)
+
+
+def _stack_terms(terms: LossTerms) -> torch.Tensor:
+    """(policy loss, value loss, entropy, approx KL, clip fraction) as one tensor."""
+    return torch.stack(
+        [terms.policy_loss, terms.value_loss, terms.entropy, terms.approx_kl, terms.clip_fraction]
+    )
 
 
 def observation_layout(model: ActorCritic) -> tuple[int, ...] | dict:

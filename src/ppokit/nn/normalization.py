@@ -8,11 +8,15 @@ Dict observations get one normalizer per vector key; image keys are scaled, not 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ppokit.distributed import LocalSync
 
 
 class RunningMeanStd(nn.Module):
@@ -29,18 +33,22 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        """Merge a batch `x` of shape [B, *shape]."""
+    def update(self, x: torch.Tensor, sync: LocalSync | None = None) -> None:
+        """Merge a batch `x` of shape [B, *shape]; with `sync`, every rank's batch, in rank order
+        (so every rank ends with bit-identical statistics)."""
         x = x.reshape(-1, *self.mean.shape).to(torch.float64)
-        if x.shape[0] == 0:
+        local = sync is None or not sync.distributed
+        if x.shape[0] == 0 and local:
             return
         batch_mean = x.mean(dim=0)
         batch_var = x.var(dim=0, unbiased=False)
-        self.merge(
-            batch_mean,
-            batch_var,
-            torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device),
-        )
+        count = torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)
+        if local:
+            self.merge(batch_mean, batch_var, count)
+            return
+        for mean, var, n in sync.gather_moments(batch_mean, batch_var, count):
+            if n > 0:
+                self.merge(mean, var, n)
 
     @torch.no_grad()
     def merge(
@@ -82,9 +90,9 @@ class ObservationNormalizer(nn.Module):
         return ((x - self._mean32) * self._inv_std32).clamp(-self.clip, self.clip)
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
+    def update(self, x: torch.Tensor, sync: LocalSync | None = None) -> None:
         if self.enabled:
-            self.rms.update(x)
+            self.rms.update(x, sync)
             self._refresh()
 
     @torch.no_grad()
@@ -121,11 +129,13 @@ class RewardScaler(nn.Module):
         self.register_buffer("returns", torch.zeros(num_envs))
 
     @torch.no_grad()
-    def scale_rollout(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+    def scale_rollout(
+        self, rewards: torch.Tensor, dones: torch.Tensor, sync: LocalSync | None = None
+    ) -> torch.Tensor:
         """Update the statistics with a [T, N] rollout and return its scaled rewards.
 
         The whole rollout is scaled with the statistics after it is merged, so every reward of one
-        batch shares one scale.
+        batch shares one scale. With `sync` every rank's returns are merged (in rank order).
         """
         if not self.enabled:
             return rewards
@@ -137,7 +147,7 @@ class RewardScaler(nn.Module):
         for t in range(rewards.shape[0]):
             previous = torch.addcmul(rewards[t], previous, carry[t], out=returns[t])
         self.returns.copy_(returns[-1] * continues[-1])
-        self.rms.update(returns)
+        self.rms.update(returns, sync)
         scaled = rewards * torch.rsqrt(self.rms.var + self.eps).to(rewards.dtype)
         if self.clip > 0:
             scaled = scaled.clamp(-self.clip, self.clip)
@@ -187,10 +197,10 @@ class DictObservationNormalizer(nn.Module):
         return out
 
     @torch.no_grad()
-    def update(self, obs: dict[str, torch.Tensor]) -> None:
+    def update(self, obs: dict[str, torch.Tensor], sync: LocalSync | None = None) -> None:
         for key, part in self.parts.items():
             if not isinstance(part, ImageScaler):
-                part.update(obs[key].reshape(obs[key].shape[0], -1))
+                part.update(obs[key].reshape(obs[key].shape[0], -1), sync)
 
 
 def image_bounds(space: gym.spaces.Box) -> tuple[float, float]:
