@@ -139,7 +139,8 @@ class DistributedSync(LocalSync):
     @_collective
     def broadcast_module(self, module: nn.Module) -> None:
         tensors = [t.data for t in (*module.parameters(), *module.buffers())]
-        for dtype in {t.dtype for t in tensors}:
+        # One broadcast per dtype, in the same order on every rank (the module's, never a set's).
+        for dtype in dict.fromkeys(t.dtype for t in tensors):
             group = [t for t in tensors if t.dtype == dtype]
             flat = torch.cat([t.reshape(-1) for t in group])
             self.dist.broadcast(flat, src=0)

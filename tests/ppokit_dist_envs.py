@@ -1,0 +1,30 @@
+"""Envs for the torchrun tests (importable: tests/ is on sys.path; CLI subprocesses reach them as
+``--env ppokit_dist_envs:ppokit-dist/FailOnRank1-v0``)."""
+
+from __future__ import annotations
+
+import os
+
+import gymnasium as gym
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
+
+FAIL_ON_RANK_1 = "ppokit-dist/FailOnRank1-v0"
+FAIL_AT_STEP = 40  # the failing env's step count (its second rollout in the tiny runs)
+
+
+class FailOnRank1(PendulumEnv):
+    """Pendulum that raises at step FAIL_AT_STEP in the process whose torchrun RANK is 1."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == FAIL_AT_STEP and os.environ.get("RANK") == "1":
+            raise RuntimeError("injected failure on rank 1")
+        return super().step(action)
+
+
+if FAIL_ON_RANK_1 not in gym.registry:
+    gym.register(FAIL_ON_RANK_1, entry_point=FailOnRank1, max_episode_steps=200)
