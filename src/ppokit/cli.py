@@ -262,7 +262,8 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     )
     mode = "deterministic" if report["deterministic"] else "stochastic"
     print(
-        f"eval {report['env']} ({report['episodes']} episodes, {mode}, seed {report['seed']}):"
+        f"eval {report['env']} ({report['episodes']} episode{'s' if report['episodes'] != 1 else ''},"
+        f" {mode}, seed {report['seed']}):"
         f" return {report['mean_return']:.1f} +- {report['std_return']:.1f},"
         f" length {report['mean_length']:.0f} +- {report['std_length']:.0f}"
     )
