@@ -1,8 +1,9 @@
 """Evaluation of a policy over whole episodes, and `ppokit eval` around it.
 
-One loop (`evaluate_policy`) runs the episodes; recording videos, live rendering and the value
-analysis are hooks on it (`EvalHook`), so the numbers printed with `--record` or
-`--analyze-value` are the numbers of a plain evaluation with the same seed.
+One loop (`evaluate_policy`) runs the episodes; recording videos and the value analysis are
+hooks on it (`EvalHook`), so the numbers printed with `--record` or `--analyze-value` are the
+numbers of a plain evaluation with the same seed. Live rendering is the env's "human" render
+mode on the same loop, one env at a time.
 
 Episodes are numbered up front: env i of n runs episodes i, i + n, i + 2n, ... (its fixed
 share), so results, videos (episode_003.mp4) and value traces line up by number whatever order
