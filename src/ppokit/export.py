@@ -182,10 +182,7 @@ def sample_observations(
     space = model.observation_space
     if isinstance(space, gym.spaces.Dict):
         parts = dict(getattr(model.obs_normalizer, "parts", {}).items())
-        return [
-            _sample_box(sub, parts.get(key), n, g)
-            for key, sub in space.spaces.items()
-        ]
+        return [_sample_box(sub, parts.get(key), n, g) for key, sub in space.spaces.items()]
     return [_sample_box(space, model.obs_normalizer, n, g)]
 
 
