@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import sys
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -53,10 +54,27 @@ def check_env_id(env_id: str) -> None:
     raise EnvError(f"unknown environment id {env_id!r}{hint} (any registered Gymnasium id works)")
 
 
+def quiet_known_mujoco_warnings() -> None:
+    """Drop MuJoCo 4's deprecation warning about Gymnasium's own assets (`settotalmass`, printed
+    once per env built); every other MuJoCo warning still reaches stderr."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+    if mujoco.get_mju_user_warning() is None:
+
+        def warn(message: str) -> None:
+            if "settotalmass" not in message:
+                print(f"WARNING: {message}", file=sys.stderr)
+
+        mujoco.set_mju_user_warning(warn)
+
+
 def env_factory(
     env_id: str, max_episode_steps: int | None, kwargs: dict, render_mode: str | None = None
 ) -> Callable[[], gym.Env]:
     def make() -> gym.Env:
+        quiet_known_mujoco_warnings()
         extra = dict(kwargs)
         if max_episode_steps is not None:
             extra["max_episode_steps"] = max_episode_steps
