@@ -209,3 +209,25 @@ def test_analyze_value_needs_a_checkpoint(pendulum_run, tmp_path):
     exported = export_policy(pendulum_run, "torchscript", tmp_path / "p.pt").path
     proc = ppokit_cli("eval", exported, "--analyze-value", tmp_path / "v.png", cwd=tmp_path)
     assert_one_line_error(proc, "--analyze-value needs the critic", "torchscript")
+
+
+@pytest.mark.slow
+def test_dict_observations(tmp_path, capsys):
+    """A dict-observation policy (image + vectors): evaluation with the value analysis, and
+    the exported ONNX file (one named input per key) evaluates to the same returns."""
+    from ppokit_test_envs import DICT_OBS
+
+    run = train_tiny(tmp_path / "runs", "dict", env_id=DICT_OBS)
+    first, second = tmp_path / "ckpt.json", tmp_path / "onnx.json"
+    args = ("--episodes", "3", "--max-episode-steps", "7")
+    code, out, err = run_main(
+        capsys, "eval", run, *args, "--json", first, "--analyze-value", tmp_path / "v.png"
+    )
+    assert code == 0, err
+    assert "value analysis: explained variance" in out
+    assert run_main(capsys, "export", run, "--format", "onnx")[0] == 0
+    code, _, err = run_main(capsys, "eval", run / "policy.onnx", *args, "--json", second)
+    assert code == 0, err
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    assert a["returns"] == b["returns"] and a["lengths"] == [7, 7, 7]
+    assert len(a["value_analysis"]["per_episode"]) == 3
