@@ -1,9 +1,12 @@
-"""Envs for the torchrun tests (importable: tests/ is on sys.path; CLI subprocesses reach them as
-``--env ppokit_dist_envs:ppokit-dist/FailOnRank1-v0``)."""
+"""Helpers of the torchrun tests (importable: tests/ is on sys.path): the launch command, and an
+env that fails on rank 1 (CLI subprocesses reach it as
+``--env ppokit_distributed_util:ppokit-dist/FailOnRank1-v0``)."""
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
 
 import gymnasium as gym
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
@@ -28,3 +31,16 @@ class FailOnRank1(PendulumEnv):
 
 if FAIL_ON_RANK_1 not in gym.registry:
     gym.register(FAIL_ON_RANK_1, entry_point=FailOnRank1, max_episode_steps=200)
+
+
+def torchrun_command(*args: str, ranks: int = 2) -> list[str]:
+    """`torchrun --nproc_per_node=ranks -m ppokit ARGS`, rendezvous on a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", "1", f"--nproc_per_node={ranks}",
+        "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+        "-m", "ppokit", *args,
+    ]  # fmt: skip

@@ -9,9 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,25 +17,13 @@ import pytest
 import torch
 
 from ppokit import checkpoint as ckpt
-from ppokit_dist_envs import FAIL_ON_RANK_1
+from ppokit_distributed_util import FAIL_ON_RANK_1, torchrun_command
 from ppokit_testutil import TINY_FLAGS, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 
 RANKS = 2
 STEPS_PER_UPDATE = 2 * 16 * RANKS  # TINY_FLAGS: 2 envs x 16 steps, on each rank
-
-
-def torchrun_command(*args: str, ranks: int = RANKS) -> list[str]:
-    with socket.socket() as s:  # a free port for the rendezvous, on the loopback only
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", "1", f"--nproc_per_node={ranks}",
-        "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
-        "-m", "ppokit", *args,
-    ]  # fmt: skip
 
 
 def torchrun(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -141,7 +127,7 @@ def test_a_stop_asked_on_one_rank_stops_every_rank_with_a_checkpoint(tmp_path):
 def test_a_failure_on_one_rank_ends_every_rank_with_the_error_shown(tmp_path):
     started = time.monotonic()
     proc = torchrun(
-        "train", *TINY_FLAGS, "--env", f"ppokit_dist_envs:{FAIL_ON_RANK_1}",
+        "train", *TINY_FLAGS, "--env", f"ppokit_distributed_util:{FAIL_ON_RANK_1}",
         "--total_steps", "10000000", "--log.root", str(tmp_path / "runs"),
         cwd=tmp_path, timeout=120,
     )  # fmt: skip
