@@ -126,7 +126,7 @@ def test_state_is_stored_per_step_and_reset_where_episodes_end():
 @pytest.mark.parametrize("critic_memory", ["shared", "separate"])
 def test_truncation_bootstraps_from_the_state_of_that_step(critic_memory):
     ppo = make_ppo(policy("lstm", critic_memory=critic_memory), num_steps=5)
-    rollout(ppo, {(2, 1): "truncated", (3, 0): "terminated"})
+    log = rollout(ppo, {(2, 1): "truncated", (3, 0): "terminated"})
     b = ppo.buffer
     model = ppo.model
     # Re-run env 1 from its stored state at t=2 (before the step): the state after step 2 is the
@@ -134,12 +134,9 @@ def test_truncation_bootstraps_from_the_state_of_that_step(critic_memory):
     with torch.no_grad():
         obs_t = model.normalize(_rows(_obs_at(b, 2), [1]))
         _, _, after = model.step(obs_t, b.states[2, 1:2])
-        final = _rows(LOG_FINAL[2], [1])
+        final = _rows(log["final_obs"][2], [1])
         _, expected, _ = model.step(model.normalize(final), after)
     torch.testing.assert_close(b.bootstrap_values[2, 1:2], expected, rtol=0, atol=1e-6)
-
-
-LOG_FINAL: dict = {}
 
 
 def _obs_at(b, t):
@@ -148,19 +145,6 @@ def _obs_at(b, t):
 
 def _rows(obs, rows):
     return {k: v[rows] for k, v in obs.items()} if isinstance(obs, dict) else obs[rows]
-
-
-@pytest.fixture(autouse=True)
-def _capture_final_obs(monkeypatch):
-    """Remember the final observations recorded, by step, for the bootstrap test."""
-    LOG_FINAL.clear()
-    real = PPO.record
-
-    def record(self, step):
-        LOG_FINAL[self.buffer.step] = step.final_obs
-        return real(self, step)
-
-    monkeypatch.setattr(PPO, "record", record)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,11 +244,12 @@ def test_sequences_are_cut_per_env_with_resets_and_padding():
                     assert bool(seq.mask[i, s])
                 else:
                     assert not bool(seq.mask[i, s])  # the padding
-    # resets[i, s]: an episode ended at the step before, inside the sequence.
-    assert seq.resets[1, 1]  # env 1 terminated at t=0 -> reset before t=1 (chunk 0)
-    assert not seq.resets[0, 2] and seq.resets[1, 2] is not None
-    assert seq.resets.sum() == 2  # the end at t=2 (env 0) resets before t=3: chunk 1, step 1
-    assert seq.resets[1, 2]
+    # resets[i, s]: the episode ended at the step before, inside the sequence. Env 1 ended at
+    # t=0: reset before t=1 (chunk 0, sequence 1, step 1). Env 0 ended at t=2: reset before t=3
+    # (chunk 1, sequence 2, step 1). Nothing else.
+    expected = torch.zeros(2, 6, dtype=torch.bool)
+    expected[1, 1] = expected[1, 2] = True
+    assert torch.equal(seq.resets, expected)
 
 
 def test_padding_never_reaches_the_loss():
