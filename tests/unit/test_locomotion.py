@@ -102,3 +102,34 @@ def test_depth_variant_renders_headless():
         assert 0.2 < depth.min() < 1.5
     finally:
         env.close()
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "ant-locomotion",
+        "ant-locomotion-gru",
+        "ant-locomotion-depth-gru",
+        "cartpole-masked-gru",
+        "pendulum-masked-gru",
+    ],
+)
+def test_presets_build_their_model_and_act(preset):
+    import torch
+
+    from ppokit.algo.ppo import PPO
+    from ppokit.config import load_config
+    from ppokit.envs import GymVecEnv
+    from ppokit.nn.actor_critic import ActorCritic
+
+    cfg = load_config(preset, overrides={"env.num_envs": 2, "algo.num_minibatches": 1})
+    env = GymVecEnv(cfg.env)
+    try:
+        model = ActorCritic(env.observation_space, env.action_space, cfg.policy)
+        ppo = PPO(model, cfg, torch.device("cpu"), 10)
+        obs = env.reset(seed=0)
+        step = env.step(ppo.act(obs))
+        ppo.record(step)
+        assert ppo.buffer.step == 1
+    finally:
+        env.close()
