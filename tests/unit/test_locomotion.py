@@ -122,7 +122,8 @@ def test_presets_build_their_model_and_act(preset):
     from ppokit.envs import GymVecEnv
     from ppokit.nn.actor_critic import ActorCritic
 
-    cfg = load_config(preset, overrides={"env.num_envs": 2, "algo.num_minibatches": 1})
+    overrides = {"env.num_envs": 2, "algo.num_minibatches": 1, "algo.minibatch_size": None}
+    cfg = load_config(preset, overrides=overrides)
     env = GymVecEnv(cfg.env)
     try:
         model = ActorCritic(env.observation_space, env.action_space, cfg.policy)
