@@ -199,6 +199,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
     from ppokit.distributed import DistributedSync
+    from ppokit.errors import ConfigError
     from ppokit.trainer import Trainer
 
     out_dir = Path(out)
@@ -208,6 +209,12 @@ def _worker(rank: int, port: int, out: str) -> None:
     )
     try:
         results: dict = {}
+        # Ranks started with different configs refuse to train, every rank with the same error.
+        try:
+            Trainer(_trainer_cfg(out_dir / "runs", "mismatch", lr=1e-4 * (1 + rank)))
+        except ConfigError as e:
+            results["mismatch"] = str(e)
+
         ppo = _first_update_ppo(N, sync=DistributedSync(torch.device("cpu")))
         results["first_update"] = run_first_update(ppo, rank)
 
@@ -340,3 +347,10 @@ def test_resume_of_a_two_rank_run_restores_every_ranks_rng_and_is_exact(ranks):
         "resume-a",
         "resume-b",
     ]
+
+
+@pytest.mark.slow
+def test_ranks_started_with_different_configs_refuse_to_train(ranks):
+    (rank0, rank1), _ = ranks
+    assert rank0["mismatch"] == rank1["mismatch"]
+    assert "ranks [1]" in rank0["mismatch"] and "algo.lr" in rank0["mismatch"]
