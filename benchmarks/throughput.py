@@ -84,6 +84,9 @@ SB3_DEFAULTS = {
 PPOKIT_SHAPES = {"a": (1, 2048), "b": (8, 256)}
 
 
+now = time.perf_counter  # the workers' clock; --clock cpu switches it to time.process_time
+
+
 def iterations(timesteps: int) -> int:
     """PPO iterations of BATCH samples per contender, the first of which is the warm-up."""
     return max(2, math.ceil(timesteps / BATCH))
@@ -110,11 +113,11 @@ class Timer:
         self.fn, self.total, self.calls = fn, 0.0, 0
 
     def __call__(self, *args, **kwargs):
-        t = time.perf_counter()
+        t = now()
         try:
             return self.fn(*args, **kwargs)
         finally:
-            self.total += time.perf_counter() - t
+            self.total += now() - t
             self.calls += 1
 
     def reset(self) -> None:
@@ -140,14 +143,14 @@ def parse_ppokit_args(text: str) -> dict:
 
 
 def worker_ppokit(key: str, a: argparse.Namespace) -> dict:
-    t_begin = time.perf_counter()
+    t_begin = now()
     import torch
 
     from ppokit.config import load_config, to_dict
     from ppokit.trainer import Trainer
 
     limit_threads()
-    t_imported = time.perf_counter()
+    t_imported = now()
 
     num_envs, num_steps = PPOKIT_SHAPES[key]
     extra = parse_ppokit_args(a.ppokit_args)
@@ -159,7 +162,7 @@ def worker_ppokit(key: str, a: argparse.Namespace) -> dict:
     tmp = tempfile.TemporaryDirectory(prefix="ppokit_bench_")
     trainer = Trainer(cfg, run_dir=Path(tmp.name) / "run")
     obs = trainer.env.reset(seed=cfg.seed)
-    t_built = time.perf_counter()
+    t_built = now()
 
     # Where the rollout time goes: wrap the steps Trainer.collect calls (a few perf_counter calls
     # per env step, well under 1% of a step).
@@ -173,14 +176,14 @@ def worker_ppokit(key: str, a: argparse.Namespace) -> dict:
 
     def iteration() -> tuple[float, float, float, float]:
         nonlocal obs
-        t0 = time.perf_counter()
+        t0 = now()
         obs = trainer.collect(obs)
-        t1 = time.perf_counter()
+        t1 = now()
         trainer.episodes.add_rollout(ppo.buffer.rewards, ppo.buffer.dones)
         ppo.finish_rollout(obs)
-        t2 = time.perf_counter()
+        t2 = now()
         ppo.update()
-        t3 = time.perf_counter()
+        t3 = now()
         return t1 - t0, t3 - t1, t2 - t1, t3 - t2
 
     warm = iteration()
@@ -243,7 +246,7 @@ def worker_ppokit(key: str, a: argparse.Namespace) -> dict:
 
 
 def worker_sb3(a: argparse.Namespace) -> dict:
-    t_begin = time.perf_counter()
+    t_begin = now()
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -255,7 +258,7 @@ def worker_sb3(a: argparse.Namespace) -> dict:
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     limit_threads()
-    t_imported = time.perf_counter()
+    t_imported = now()
 
     # As ../shared/bench/sb3_ppo.py (the anchor figures): defaults, DummyVecEnv, csv logger.
     n_envs, n_steps = 1, 2048
@@ -265,7 +268,7 @@ def worker_sb3(a: argparse.Namespace) -> dict:
     model = PPO("MlpPolicy", env, n_steps=n_steps, device="cpu", seed=a.seed, verbose=0)
     logdir = tempfile.TemporaryDirectory(prefix="sb3log_")
     model.set_logger(configure(logdir.name, ["csv"]))
-    t_built = time.perf_counter()
+    t_built = now()
 
     starts: list[float] = []
     rollout: list[float] = []
@@ -273,22 +276,22 @@ def worker_sb3(a: argparse.Namespace) -> dict:
     orig_collect, orig_train = model.collect_rollouts, model.train
 
     def collect(*args, **kw):
-        t = time.perf_counter()
+        t = now()
         starts.append(t)
         r = orig_collect(*args, **kw)
-        rollout.append(time.perf_counter() - t)
+        rollout.append(now() - t)
         return r
 
     def train_(*args, **kw):
-        t = time.perf_counter()
+        t = now()
         r = orig_train(*args, **kw)
-        train.append(time.perf_counter() - t)
+        train.append(now() - t)
         return r
 
     model.collect_rollouts, model.train = collect, train_
-    t0 = time.perf_counter()
+    t0 = now()
     model.learn(total_timesteps=n_iter * batch)
-    t_end = time.perf_counter()
+    t_end = now()
     env.close()
     logdir.cleanup()
 
@@ -352,10 +355,10 @@ def worker_env(a: argparse.Namespace) -> dict:
         vec_steps = max(1, math.ceil(a.timesteps / n))
         rates = []
         for _ in range(3):
-            t = time.perf_counter()
+            t = now()
             for i in range(vec_steps):
                 envs.step(acts[i & 255])
-            rates.append(vec_steps * n / (time.perf_counter() - t))
+            rates.append(vec_steps * n / (now() - t))
         envs.close()
         out[f"d{n}"] = {
             "name": TITLES[f"d{n}"],
@@ -368,6 +371,11 @@ def worker_env(a: argparse.Namespace) -> dict:
 
 
 def run_worker(a: argparse.Namespace) -> None:
+    global now
+    if a.clock == "cpu":
+        # CPU time of the worker process: far less sensitive than wall time to other processes
+        # sharing the cores (every contender runs one thread).
+        now = time.process_time
     if a.worker in PPOKIT_SHAPES:
         result = {a.worker: worker_ppokit(a.worker, a)}
     elif a.worker == "c":
@@ -430,6 +438,8 @@ def spawn(key: str, a: argparse.Namespace) -> tuple[dict | None, str | None, flo
         str(a.seed),
         "--ppokit-args",
         a.ppokit_args,
+        "--clock",
+        a.clock,
     ]
     env = dict(os.environ)
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
@@ -537,6 +547,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time contenders by wall clock, or by their process's CPU time (for a busy machine)",
+    )
+    p.add_argument(
         "--ppokit-args",
         default="",
         metavar="FLAGS",
@@ -565,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "clock": a.clock,
         "command": " ".join(shlex.quote(x) for x in [Path(sys.executable).name, *sys.argv]),
         "env": a.env,
         "timesteps_per_contender": a.timesteps,
