@@ -4,9 +4,10 @@ standing one (zero action), over the same episodes (same seeds: terrain, start, 
     python benchmarks/locomotion.py --train ant-locomotion --steps 300000   # train, then compare
     python benchmarks/locomotion.py --checkpoint runs/ant-locomotion_s1_...  # compare a run
 
-Per policy: mean planar tracking error |v_xy - cmd_xy| (m/s), yaw-rate error (rad/s), the
-tracking reward terms per step (lin: max 1, yaw: max 0.5), reward per step and episode length
-(max 1000). benchmarks/RESULTS.md records the figures with the command.
+Per policy, means over all steps: planar tracking error |v_xy - cmd_xy| (m/s), yaw-rate error
+(rad/s), velocity along the commanded direction ("v along", m/s; standing still gives 0) next
+to the commanded speed (|cmd|), the tracking reward terms (lin: max 1, yaw: max 0.5), reward
+per step, and episode length. benchmarks/RESULTS.md records the figures with the command.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from ppokit.evaluate import policy_fn
 def run_episodes(act, env_id: str, episodes: int, seed: int, max_steps: int) -> dict:
     """Roll `act(obs dict of [1, ...] tensors) -> action [1, A]` over `episodes` episodes."""
     env = gym.make(env_id, max_episode_steps=max_steps, terrain_seed=seed)
-    stats: dict[str, list] = {k: [] for k in ("err_xy", "err_yaw", "lin", "yaw", "reward")}
+    keys = ("err_xy", "err_yaw", "along", "speed", "lin", "yaw", "reward")
+    stats: dict[str, list] = {k: [] for k in keys}
     lengths = []
     try:
         for episode in range(episodes):
@@ -40,6 +42,8 @@ def run_episodes(act, env_id: str, episodes: int, seed: int, max_steps: int) -> 
                 obs, reward, terminated, truncated, info = env.step(action)
                 stats["err_xy"].append(info["tracking_error_xy"])
                 stats["err_yaw"].append(info["tracking_error_yaw"])
+                stats["along"].append(info["velocity_along_command"])
+                stats["speed"].append(info["command_speed"])
                 stats["lin"].append(info["tracking_lin_vel"])
                 stats["yaw"].append(info["tracking_ang_vel"])
                 stats["reward"].append(reward)
@@ -115,13 +119,15 @@ def main() -> None:
     seed = 10_000 + args.seed  # episodes apart from the training ones
     print(f"{args.episodes} episodes of at most {args.max_steps} steps on {env_id}, seeds {seed}+:")
     print(
-        f"{'policy':26s} {'|v-cmd| m/s':>12s} {'yaw err':>8s} {'lin term':>9s}"
+        f"{'policy':26s} {'|v-cmd| m/s':>12s} {'yaw err':>8s} {'v along':>8s} {'|cmd|':>6s}"
+        f" {'lin term':>9s}"
         f" {'yaw term':>9s} {'reward/step':>12s} {'length':>7s}"
     )
     for name, act in policies.items():
         r = run_episodes(act, env_id, args.episodes, seed, args.max_steps)
         print(
-            f"{name:26s} {r['err_xy']:12.3f} {r['err_yaw']:8.3f} {r['lin']:9.3f}"
+            f"{name:26s} {r['err_xy']:12.3f} {r['err_yaw']:8.3f} {r['along']:8.3f}"
+            f" {r['speed']:6.3f} {r['lin']:9.3f}"
             f" {r['yaw']:9.3f} {r['reward']:12.3f} {r['length']:7.0f}",
             flush=True,
         )

@@ -67,6 +67,23 @@ def test_commands_are_resampled_per_episode_within_range(env):
     assert (commands >= low).all() and (commands <= high).all()
 
 
+def test_commands_are_resampled_every_resample_every_steps():
+    env = gym.make(ANT_LOCOMOTION, terrain_seed=0, resample_every=3)
+    try:
+        obs, _ = env.reset(seed=0)
+        seen = [obs["commands"]]
+        for _ in range(4):
+            obs, *_ = env.step(np.zeros(8))
+            seen.append(obs["commands"])
+        # The command of the reset holds for 3 steps; the observation after the 3rd shows the
+        # next command (which the 4th step is rewarded for), and that one holds on.
+        assert np.array_equal(seen[0], seen[1]) and np.array_equal(seen[0], seen[2])
+        assert not np.array_equal(seen[2], seen[3])
+        assert np.array_equal(seen[3], seen[4])
+    finally:
+        env.close()
+
+
 def test_reward_tracks_the_command(env):
     env.reset(seed=0)
     u = env.unwrapped

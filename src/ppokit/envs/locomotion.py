@@ -6,7 +6,7 @@ The legged-locomotion recipe in miniature, on Ant-v5's robot (its XML, actuators
   high, flat ground around it), generated once per env (``terrain_seed``); each episode starts
   at a random spot and heading on it.
 - commands: a target forward/lateral velocity and yaw rate in the robot's heading frame,
-  resampled every episode.
+  resampled at the start of every episode and every ``resample_every`` steps (10 s).
 - observation, a dict:
   ``proprioception`` (30): what a robot measures on board: gravity in the body frame, angular
   velocity, joint positions and velocities, the previous action;
@@ -18,8 +18,10 @@ The legged-locomotion recipe in miniature, on Ant-v5's robot (its XML, actuators
   torso, relative to the torso's nominal height; or, with
   ``perception="depth"``, ``depth`` (1 x 24 x 32): a depth image from a camera on the torso,
   rendered headless with ``mujoco.Renderer`` (EGL or OSMesa).
-- reward: exp(-|v_xy - cmd_xy|^2 / 0.25) + 0.5 exp(-(w_z - cmd_yaw)^2 / 0.25), minus small
-  penalties on vertical velocity, roll/pitch rates and action magnitude (legged_gym's terms).
+- reward: exp(-|v_xy - cmd_xy|^2 / 0.25) + 0.5 exp(-(w_z - cmd_yaw)^2 / 0.25) (legged_gym's
+  tracking terms) + 0.5 x the velocity along the commanded direction, clipped to the commanded
+  speed (a linear signal towards moving at all, without which short CPU runs settle on standing
+  still), minus small penalties on vertical velocity, roll/pitch rates and action magnitude.
   The episode terminates when the torso leaves 0.2-1.0 m above the terrain or turns over, and is
   truncated after 1000 steps (50 s).
 
@@ -179,6 +181,7 @@ class AntLocomotionEnv(MujocoEnv):
         terrain_scale: float = 0.1,
         terrain_seed: int | None = None,
         command_ranges: tuple = DEFAULT_COMMAND_RANGES,
+        resample_every: int = 200,
         depth_shape: tuple[int, int] = (24, 32),
         max_depth: float = 4.0,
         frame_skip: int = 5,
@@ -190,6 +193,8 @@ class AntLocomotionEnv(MujocoEnv):
             raise ValueError(f"perception must be height_scan or depth, got {perception!r}")
         self.perception = perception
         self.command_ranges = np.asarray(command_ranges, dtype=np.float64)
+        self.resample_every = int(resample_every)
+        self._command_steps = 0
         self.depth_shape = tuple(depth_shape)
         self.max_depth = float(max_depth)
         fd, path = tempfile.mkstemp(suffix=".xml", prefix="ppokit_ant_")
@@ -369,10 +374,14 @@ class AntLocomotionEnv(MujocoEnv):
         qpos[7:] += rng.uniform(-0.1, 0.1, size=self.model.nq - 7)
         qvel = self.init_qvel + 0.1 * rng.standard_normal(self.model.nv)
         self.set_state(qpos, qvel)
-        low, high = self.command_ranges[:, 0], self.command_ranges[:, 1]
-        self.command = rng.uniform(low, high)
+        self._resample_command()
         self.last_action = np.zeros(self.model.nu)
         return self._get_obs()
+
+    def _resample_command(self) -> None:
+        low, high = self.command_ranges[:, 0], self.command_ranges[:, 1]
+        self.command = self.np_random.uniform(low, high)
+        self._command_steps = 0
 
     def step(self, action: np.ndarray):
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
@@ -380,8 +389,13 @@ class AntLocomotionEnv(MujocoEnv):
         v_heading, yaw_rate, v_body, w_body = self._velocities()
         error_xy = float(np.linalg.norm(v_heading - self.command[:2]))
         error_yaw = abs(yaw_rate - self.command[2])
+        # Progress along the commanded direction, up to the commanded speed: a linear signal
+        # towards moving at all, which the exponential kernel alone gives little of far away.
+        speed = float(np.linalg.norm(self.command[:2]))
+        along = float(v_heading @ self.command[:2]) / speed if speed > 1e-6 else 0.0
         terms = {
             "tracking_lin_vel": np.exp(-(error_xy**2) / 0.25),
+            "progress": 0.5 * float(np.clip(along, -speed, speed)),
             "tracking_ang_vel": 0.5 * np.exp(-(error_yaw**2) / 0.25),
             "lin_vel_z": -0.2 * v_body[2] ** 2,
             "ang_vel_xy": -0.02 * float(w_body[0] ** 2 + w_body[1] ** 2),
@@ -393,8 +407,19 @@ class AntLocomotionEnv(MujocoEnv):
         upright = self.data.xmat[self._torso][8] > 0.0  # body z axis points up
         finite = np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all()
         terminated = not (finite and upright and 0.2 <= height <= 1.0)
+        # A new command takes effect from the observation returned here, so the policy sees it
+        # before it acts on it.
+        self._command_steps += 1
+        if self.resample_every and self._command_steps >= self.resample_every:
+            self._resample_command()
         obs = self._get_obs(height)
-        info = {"tracking_error_xy": error_xy, "tracking_error_yaw": error_yaw, **terms}
+        info = {
+            "tracking_error_xy": error_xy,
+            "tracking_error_yaw": error_yaw,
+            "velocity_along_command": along,
+            "command_speed": speed,
+            **terms,
+        }
         if self.render_mode == "human":
             self.render()
         return obs, reward, terminated, False, info
