@@ -261,9 +261,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ranks(tmp_path_factory) -> tuple[list[dict], Path]:
-    """What each of 2 gloo ranks ended with, per scenario; and the output directory."""
+    """What each of 2 gloo ranks ended with, per scenario; and the output directory.
+
+    Session-scoped: xdist may interleave this module's tests with others of its group, which
+    would tear a module-scoped fixture down and spawn the ranks again."""
     import torch.multiprocessing as mp
 
     out = tmp_path_factory.mktemp("distributed")
