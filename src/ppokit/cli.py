@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log to Weights & Biases (same as --log.wandb true; --log.wandb_mode offline works without a network)",
     )
     add_eval_parser(sub)
+    add_verify_parser(sub)
     add_plot_parser(sub)
     add_export_parser(sub)
     add_graph_parser(sub)
@@ -163,6 +164,42 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         " adds explained variance and per-episode bias to the output",
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
+
+
+def add_verify_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check PPO's implementation details on the objects a config builds",
+        description=(
+            "Build the env, model and PPO of a config (defaults <- --preset or --config <- flags,"
+            " as for train), run one rollout and one update, and check the implementation details"
+            " on those objects: optimizer, initialisation, log-std, normalization, minibatches,"
+            " advantages, clipping, truncation bootstrap, LR schedule, KL stop, EMA, precision."
+            " Prints detail / expected / found / ok; exits 1 if a row fails."
+        ),
+        allow_abbrev=False,
+    )
+    source = p.add_argument_group("config source")
+    source.add_argument("--preset", help="name of a preset in configs/ (default: pendulum)")
+    source.add_argument("--config", help="path of a YAML config file (same keys as config.yaml)")
+    add_config_flags(p)
+
+
+def cmd_verify(ns: argparse.Namespace) -> int:
+    from ppokit.trainer import resolve_device
+    from ppokit.verify import format_table, verify
+
+    preset = ns.preset if (ns.preset or ns.config) else "pendulum"
+    cfg = C.load_config(preset, ns.config, config_overrides(ns))
+    rows = verify(cfg, resolve_device(cfg.device))
+    print(f"ppokit verify: {cfg.preset or ns.config} ({cfg.env.id}, {cfg.env.num_envs} envs)")
+    print(format_table(rows))
+    failed = [r.detail for r in rows if not r.ok]
+    if failed:
+        print(f"{len(failed)} of {len(rows)} checks failed: {', '.join(failed)}")
+        return 1
+    print(f"all {len(rows)} checks passed")
+    return 0
 
 
 def add_plot_parser(sub: argparse._SubParsersAction) -> None:
@@ -372,6 +409,7 @@ def cmd_graph(ns: argparse.Namespace) -> int:
 COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
+    "verify": cmd_verify,
     "plot": cmd_plot,
     "export": cmd_export,
     "graph": cmd_graph,

@@ -46,6 +46,11 @@ class EnvConfig:
     obs_clip: float = opt(10.0, "clip normalized observations to +-obs_clip")
     scale_rewards: bool = opt(True, "divide rewards by the std of the discounted return")
     reward_clip: float = opt(10.0, "clip scaled rewards to +-reward_clip (0 disables)")
+    finite_horizon: bool = opt(
+        False,
+        "the time limit is part of the task: treat truncation as termination (no bootstrap"
+        " from the value of the final observation; docs/gpu.md)",
+    )
 
 
 @dataclass
@@ -145,10 +150,26 @@ class AlgoConfig:
         1.5, "adaptive LR divides/multiplies by this when KL > 2x / < 0.5x target"
     )
     act_backend: Literal["auto", "torch", "numpy"] = opt(
-        "auto", "rollout act step: numpy is faster for MLP policies on the CPU (auto picks it)"
+        "auto",
+        "rollout act step: numpy is faster for MLP policies on the CPU with few envs (auto picks"
+        " it for <= 32 envs; torch for batched simulators and GPUs)",
     )
     compile: bool = opt(
         False, "torch.compile the minibatch step (faster updates after ~20-40 s of compilation)"
+    )
+    compile_act: bool = opt(
+        False,
+        "torch.compile the rollout's act step of the torch act path (batched envs; see"
+        " benchmarks/RESULTS.md for when it pays)",
+    )
+
+
+@dataclass
+class EmaConfig:
+    decay: float = opt(
+        0.0,
+        "rollouts act with an exponential moving average of the policy weights, updated as"
+        " ema = decay * ema + (1 - decay) * weights after each update (0 disables; e.g. 0.9)",
     )
 
 
@@ -175,16 +196,22 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
     log: LogConfig = field(default_factory=LogConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     total_steps: int = opt(100_000, "environment steps to train for (summed over envs)")
     seed: int = opt(1, "random seed (torch, numpy, env resets)")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
+    precision: Literal["fp32", "bf16"] = opt(
+        "fp32",
+        "bf16: the update's forward and backward under bfloat16 autocast, fp32 master weights"
+        " and optimizer (CUDA, and CPUs torch supports it on)",
+    )
     torch_threads: int | None = opt(1, "torch intra-op threads (1 is fastest for small MLPs)")
     preset: str | None = opt(None, "name of the preset this config came from (informational)")
 
 
-SECTIONS = ("env", "policy", "algo", "log", "eval")
+SECTIONS = ("env", "policy", "algo", "ema", "log", "eval")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -465,6 +492,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"algo.lr_factor must be > 1, got {a.lr_factor}")
     if a.optimizer == "adam" and a.weight_decay:
         raise ConfigError("algo.weight_decay needs --algo.optimizer adamw")
+    if not 0.0 <= cfg.ema.decay < 1.0:
+        raise ConfigError(f"ema.decay must be in [0, 1) (0 disables), got {cfg.ema.decay}")
     p = cfg.policy
     positive("policy.memory_hidden", p.memory_hidden)
     positive("policy.memory_layers", p.memory_layers)
@@ -483,6 +512,12 @@ def validate(cfg: TrainConfig) -> None:
         if a.act_backend == "numpy":
             raise ConfigError(
                 "algo.act_backend numpy runs flat MLP policies only; use auto or torch with"
+                f" policy.memory {p.memory}"
+            )
+        if cfg.ema.decay > 0:
+            raise ConfigError(
+                "ema.decay does not support recurrent policies (the rollout's memory states would"
+                f" be the average's, not the trained policy's); use --ema.decay 0 with"
                 f" policy.memory {p.memory}"
             )
 

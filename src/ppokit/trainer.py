@@ -24,7 +24,7 @@ from ppokit import checkpoint as ckpt
 from ppokit import distributed
 from ppokit.algo.ppo import PPO
 from ppokit.config import TrainConfig, from_dict, save_config, to_dict
-from ppokit.envs import make_env
+from ppokit.envs import VecEnv, make_env
 from ppokit.episodes import EpisodeTracker
 from ppokit.errors import CheckpointError
 from ppokit.evaluate import evaluate_policy, policy_fn
@@ -71,6 +71,11 @@ class Trainer:
     `cfg.env.num_envs` envs seeded apart from the other ranks', the update is shared, and rank 0
     alone writes logs, progress and checkpoints. `steps_per_update` and `global_step` count every
     rank's steps.
+
+    `env` trains on an environment built elsewhere (a GPU simulator behind
+    `ppokit.envs.isaaclab.IsaacLabVecEnv`, `TorchVecEnv`, ...) instead of `make_env(cfg.env)`;
+    its `num_envs` must equal `cfg.env.num_envs` and its device the trainer's. Such an env cannot
+    be rebuilt for the final evaluation, which is skipped.
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class Trainer:
         run_dir: str | Path | None = None,
         resume: str | Path | None = None,
         callbacks: list[Callable[[Trainer, dict], None]] | None = None,
+        env: VecEnv | None = None,
     ) -> None:
         state = ckpt.load_checkpoint(resume) if resume is not None else None
         if state is not None:
@@ -92,7 +98,10 @@ class Trainer:
         self.sync.check_same(to_dict(cfg), "config")
         rank, world = self.sync.rank, self.sync.world_size
         seed_everything(cfg.seed + rank)
-        self.env = make_env(cfg.env, self.device)
+        self.external_env = env is not None
+        self.env = env if env is not None else make_env(cfg.env, self.device)
+        if self.external_env:
+            check_external_env(self.env, cfg, self.device)
         self.model = ActorCritic(
             self.env.observation_space,
             self.env.action_space,
@@ -186,6 +195,9 @@ class Trainer:
             step = self.env.step(actions)
             self.ppo.record(step)
             obs = step.obs
+        check_finite = getattr(self.env, "check_finite", None)
+        if check_finite is not None:  # batched torch envs: one host read of a NaN/inf flag
+            check_finite()
         if self.ppo.rollout_full:
             self.global_step += self.steps_per_update
         return obs
@@ -261,7 +273,12 @@ class Trainer:
         self.ppo.buffer.reset()
         path = self.save_checkpoint()
         eval_result = None
-        if not interrupted and cfg.eval.episodes > 0 and self.logger is not None:
+        if (
+            not interrupted
+            and cfg.eval.episodes > 0
+            and self.logger is not None
+            and not self.external_env
+        ):
             eval_result = self.evaluate(cfg.eval.episodes)
             (self.run_dir / "eval.json").write_text(json.dumps(eval_result, indent=2))
             self.logger.log(self.global_step, {"eval/mean_return": eval_result["mean_return"]})
@@ -297,6 +314,29 @@ class Trainer:
             out["charts/episode_return"] = mean_return
             out["charts/episode_length"] = self.episodes.mean_length()
         return out
+
+
+def check_external_env(env: VecEnv, cfg: TrainConfig, device: torch.device) -> None:
+    """An env handed to the Trainer must match the config's env count and the trainer's device."""
+    from ppokit.errors import ConfigError
+
+    if env.num_envs != cfg.env.num_envs:
+        raise ConfigError(
+            f"the env has {env.num_envs} envs but env.num_envs is {cfg.env.num_envs}; set"
+            f" --env.num_envs {env.num_envs}"
+        )
+    env_device = torch.device(env.device)
+    if (env_device.type, env_device.index or 0) != (device.type, device.index or 0):
+        raise ConfigError(
+            f"the env's tensors are on {env.device} but the trainer's device is {device}; set"
+            f" --device {env.device}"
+        )
+    finite = getattr(env, "finite_horizon", None)  # Isaac Lab: the task's cfg.is_finite_horizon
+    if finite is not None and finite != cfg.env.finite_horizon:
+        raise ConfigError(
+            f"the env says finite_horizon={finite} but env.finite_horizon is"
+            f" {cfg.env.finite_horizon}; set --env.finite_horizon {str(finite).lower()}"
+        )
 
 
 def install_stop_handlers(handler: Callable[..., None]) -> dict:

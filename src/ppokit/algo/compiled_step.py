@@ -188,7 +188,10 @@ class CompiledStep:
 
     @staticmethod
     def _tensors(mb: Minibatch) -> tuple:
-        return (mb.obs, mb.actions, mb.log_probs, mb.values, mb.advantages, mb.returns)
+        tensors = (mb.obs, mb.actions, mb.log_probs, mb.values, mb.advantages, mb.returns)
+        if mb.weights is not None:  # EMA agent: (states, resets, mask) stay None
+            return (*tensors, None, None, None, mb.weights)
+        return tensors
 
     def gradients(self, mb: Minibatch) -> tuple[torch.Tensor, tuple]:
         grad, (_, aux) = self._gradients(self.flat, self._tensors(mb))

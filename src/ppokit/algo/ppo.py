@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ppokit.algo.compiled_step import CompiledStep, compile_available
+from ppokit.algo.ema import EmaPolicy, behaviour_weights
 from ppokit.algo.gae import compute_gae
 from ppokit.algo.rollout import Minibatch, RolloutBuffer
 from ppokit.algo.schedules import LRSchedule
@@ -24,8 +25,12 @@ from ppokit.nn.actor_critic import ActorCritic
 from ppokit.nn.normalization import RewardScaler
 from ppokit.nn.numpy_explorer import NumpyExplorer
 from ppokit.observations import Obs, storage_dtype
+from ppokit.precision import autocast, check_precision
 
 ADV_EPS = 1e-8
+# `algo.act_backend auto` acts in NumPy up to this many envs: beyond, torch's per-op overhead is
+# amortised and its kernels win (measured: benchmarks/RESULTS.md, "Batched torch envs").
+NUMPY_MAX_ENVS = 32
 
 
 @dataclass
@@ -61,7 +66,9 @@ def ppo_loss(
 
     `value_clip_coef` None means an unclipped value loss. A minibatch of sequences (recurrent
     policies: `mb.states` set) is re-run through the memory from its stored initial states; its
-    padded steps (`mb.mask` false) are left out of every term and statistic.
+    padded steps (`mb.mask` false) are left out of every term and statistic. With `mb.weights`
+    (an EMA agent collected the data) each sample's clipped surrogate is weighted by
+    pi_prox / pi_behaviour, and `mb.log_probs` are the proximal policy's (algo/ema.py).
     """
     if mb.states is not None:
         log_probs, entropy, values = model.evaluate_sequence(
@@ -85,9 +92,12 @@ def ppo_loss(
         if normalize_minibatch_advantages
         else mb.advantages
     )
-    policy_loss = mean(
-        torch.max(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef))
+    surrogate = torch.max(
+        -advantages * ratio, -advantages * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)
     )
+    if mb.weights is not None:
+        surrogate = surrogate * mb.weights
+    policy_loss = mean(surrogate)
     value_error = (values - mb.returns).square()
     if value_clip_coef is not None:
         clipped = mb.values + (values - mb.values).clamp(-value_clip_coef, value_clip_coef)
@@ -174,6 +184,16 @@ class PPO:
             "normalize_minibatch_advantages": a.normalize_advantages
             and a.advantage_norm_scope == "minibatch",
         }
+        check_precision(cfg.precision, device)
+        self.precision = cfg.precision
+        self.finite_horizon = cfg.env.finite_horizon
+        # The policy that acts in rollouts: the model, or an EMA of it (algo/ema.py).
+        self.ema: EmaPolicy | None = None
+        if cfg.ema.decay > 0:
+            if self.recurrent:
+                raise ConfigError("ema.decay does not support recurrent policies; use 0")
+            self.ema = EmaPolicy(model, cfg.ema.decay)
+        self.acting_model = self.ema.model if self.ema is not None else model
         self.compiled: CompiledStep | None = None
         self._numpy_explorer: NumpyExplorer | None = None
         if a.act_backend == "numpy" and not NumpyExplorer.supports(model):
@@ -181,14 +201,27 @@ class PPO:
                 "algo.act_backend numpy runs flat MLP policies (Box observations, no memory,"
                 " tanh/relu/elu, Gaussian or Categorical actions) on the CPU; use auto or torch"
             )
-        if a.act_backend == "numpy" or (a.act_backend == "auto" and NumpyExplorer.supports(model)):
-            self._numpy_explorer = NumpyExplorer(model)
+        if a.act_backend == "numpy" or (
+            a.act_backend == "auto"
+            and self.num_envs <= NUMPY_MAX_ENVS
+            and NumpyExplorer.supports(model)
+        ):
+            self._numpy_explorer = NumpyExplorer(self.acting_model)
         if a.compile:
             if self.recurrent:
                 raise ConfigError(
                     "algo.compile does not support recurrent policies; use --algo.compile false"
                 )
             self._build_compiled()
+        self._explore = self.acting_model.explore
+        self._explore_compiled = False
+        if a.compile_act and self._numpy_explorer is None and not self.recurrent:
+            ok, why = compile_available(device)
+            if ok:
+                self._explore = torch.compile(self.acting_model.explore, dynamic=False)
+                self._explore_compiled = True
+            else:
+                warnings.warn(f"algo.compile_act: {why}; acting eagerly", stacklevel=2)
         self.updates = 0
 
     def _build_compiled(self) -> None:
@@ -202,8 +235,13 @@ class PPO:
             warnings.warn(f"algo.compile: {why}; training eagerly", stacklevel=3)
             return
         self.compiled = CompiledStep(
-            self.model, self.optimizer, ppo_loss, self.loss_kwargs, self.algo.max_grad_norm
+            self.model, self.optimizer, self._loss, self.loss_kwargs, self.algo.max_grad_norm
         )
+
+    def _loss(self, model: ActorCritic, mb: Minibatch, **kwargs: object) -> LossTerms:
+        """ppo_loss under the configured precision (bf16: autocast; the backward follows)."""
+        with autocast(self.precision, self.device):
+            return ppo_loss(model, mb, **kwargs)
 
     def _compile_failed(self, error: Exception) -> None:
         warnings.warn(
@@ -240,9 +278,23 @@ class PPO:
             actions, log_probs, env_actions = self._numpy_explorer(obs)
         else:
             with torch.no_grad():
-                actions, log_probs, env_actions = self.model.explore(obs)
+                actions, log_probs, env_actions = self._act_torch(obs)
         self.buffer.add_action(obs, actions, log_probs)
         return env_actions
+
+    def _act_torch(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The torch act step, compiled with algo.compile_act (eager if compilation fails)."""
+        if not self._explore_compiled:
+            return self._explore(obs)
+        try:
+            return self._explore(obs)
+        except Exception as e:  # compilation errors surface on the first call
+            warnings.warn(
+                f"algo.compile_act: compilation failed ({type(e).__name__}: {e}); acting eagerly",
+                stacklevel=3,
+            )
+            self._explore, self._explore_compiled = self.acting_model.explore, False
+            return self._explore(obs)
 
     def _values(self, raw_obs: Obs) -> torch.Tensor:
         """V(raw_obs) where raw_obs follows the last step acted on (recurrent: from the state
@@ -253,12 +305,21 @@ class PPO:
         return self.model.value(obs)
 
     def record(self, step: StepResult) -> None:
-        """Store the outcome of the actions returned by the last `act`."""
+        """Store the outcome of the actions returned by the last `act`.
+
+        Reads nothing on the host: on a batched torch env this is a few device ops per step.
+        """
         if step.final_obs is not None:
             # V(final observation) for envs whose episode ended now; used where it was truncated.
             with torch.no_grad():
                 self.buffer.bootstrap_values[self.buffer.step] = self._values(step.final_obs)
-        self.buffer.add_outcome(step.rewards, step.terminated, step.truncated)
+        elif step.bootstrap_pre_step:
+            # No final observations from this simulator: V(obs acted on), set in finish_rollout.
+            self.buffer.pre_step_bootstrap.append(self.buffer.step)
+        terminated = step.terminated
+        if self.finite_horizon:  # the time limit is part of the task: no bootstrap past it
+            terminated = terminated | step.truncated
+        self.buffer.add_outcome(step.rewards, terminated, step.truncated)
         if self.recurrent:
             # A new episode starts from a zero state (terminated and truncated alike).
             ended = (step.terminated | step.truncated).unsqueeze(1)
@@ -279,7 +340,16 @@ class PPO:
         T, N = b.num_steps, b.num_envs
         if not self.recurrent:
             obs = self.model.normalize(b.flat_obs())
-            b.values.copy_(self.model.value(obs).view(T, N))
+            if self.ema is None:
+                b.values.copy_(self.model.value(obs).view(T, N))
+            else:
+                # One pass for values and the proximal log-probs; the stored ones are the EMA's.
+                log_probs, _, values = self.model.evaluate(obs, b.actions.flatten(0, 1))
+                b.values.copy_(values.view(T, N))
+                b.weights = behaviour_weights(log_probs.view(T, N), b.log_probs)
+                b.log_probs.copy_(log_probs.view(T, N))
+        for t in b.pre_step_bootstrap:  # rsl_rl's bootstrap: V(s_t) for a truncation at t
+            b.bootstrap_values[t].copy_(b.values[t])
         last_values = self._values(next_obs)
         next_values = torch.cat([b.values[1:], last_values.unsqueeze(0)])
         next_values = torch.where(b.truncated, b.bootstrap_values, next_values)
@@ -337,6 +407,8 @@ class PPO:
                 break
 
         self.model.obs_normalizer.update(b.flat_obs(), self.sync)
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.updates += 1
         b.reset()
         means = (sums / max(steps, 1)).tolist()
@@ -360,6 +432,10 @@ class PPO:
         std = self.model.action_std()
         if std is not None:
             metrics["charts/action_std"] = float(std.detach().mean())
+        if b.weights is not None:
+            w_mean, w_max = torch.stack([b.weights.mean(), b.weights.max()]).tolist()
+            metrics["charts/ema_weight_mean"], metrics["charts/ema_weight_max"] = w_mean, w_max
+            b.weights = None
         self.last_epoch_kls = epoch_kls
         return metrics
 
@@ -391,7 +467,7 @@ class PPO:
                 return None
             self.compiled.apply(grads, self.schedule.lr)
             return terms
-        terms = ppo_loss(self.model, mb, **self.loss_kwargs)
+        terms = self._loss(self.model, mb, **self.loss_kwargs)
         if distributed:
             # Backward before the KL decision: gradients and loss terms share one all-reduce.
             self.optimizer.zero_grad(set_to_none=True)
@@ -424,16 +500,22 @@ class PPO:
 
     # --- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": _optimizer_state(self.optimizer),
             "schedule": self.schedule.state_dict(),
             "reward_scaler": self.reward_scaler.state_dict(),
             "updates": self.updates,
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            # A run that did not use the EMA before starts its average from the loaded weights.
+            self.ema.load_state_dict(state.get("ema", state["model"]))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.compiled is not None:
             self.compiled.refresh()

@@ -20,7 +20,8 @@ class Minibatch:
     """Samples for one gradient step: flat [B, ...], or sequences [L, B, ...] for recurrent
     policies, which also carry each sequence's initial memory `states` [B, S], the `resets`
     [L, B] (an episode ended at the previous step) and, where sequences were padded, a `mask`
-    [L, B] of the real steps."""
+    [L, B] of the real steps. `weights` are per-sample importance weights pi_prox/pi_behaviour
+    when another policy (the EMA agent) collected the rollout (algo/ema.py)."""
 
     obs: Obs
     actions: torch.Tensor
@@ -31,6 +32,7 @@ class Minibatch:
     states: torch.Tensor | None = None
     resets: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
 
 
 class RolloutBuffer:
@@ -76,6 +78,10 @@ class RolloutBuffer:
         self.advantages = zeros(*tn)
         self.returns = zeros(*tn)
         self.states = zeros(*tn, state_size) if state_size else None
+        # pi_prox / pi_behaviour per sample, set by PPO when an EMA agent acted (else None).
+        self.weights: torch.Tensor | None = None
+        # Steps whose env gave no final observations (bootstrap from V(pre-step observation)).
+        self.pre_step_bootstrap: list[int] = []
         self.step = 0
 
     @property
@@ -125,6 +131,7 @@ class RolloutBuffer:
 
     def reset(self) -> None:
         self.step = 0
+        self.pre_step_bootstrap.clear()
 
     def minibatches(
         self, obs: Obs, advantages: torch.Tensor, minibatch_size: int
@@ -146,9 +153,14 @@ class RolloutBuffer:
             self.returns.flatten(),
         )
         shuffled = [x.index_select(0, perm) for x in tensors]
+        weights = None if self.weights is None else self.weights.flatten().index_select(0, perm)
         for start in range(0, batch, minibatch_size):
             end = start + minibatch_size
-            yield Minibatch(_slice(shuffled_obs, start, end), *(x[start:end] for x in shuffled))
+            yield Minibatch(
+                _slice(shuffled_obs, start, end),
+                *(x[start:end] for x in shuffled),
+                weights=None if weights is None else weights[start:end],
+            )
 
     def sequences(self, obs: Obs, advantages: torch.Tensor, length: int) -> Minibatch:
         """The rollout cut into sequences of `length` steps: every field [length, S, ...] with

@@ -2,9 +2,10 @@
 
 import gymnasium as gym
 
-from ppokit.envs import masked
+from ppokit.envs import masked, reference  # noqa: F401  (reference registers its tasks)
 from ppokit.envs.base import StepResult, VecEnv
 from ppokit.envs.gym_env import GymVecEnv, check_env_id
+from ppokit.envs.torch_env import TorchVecEnv, is_torch_env, make_torch_env
 
 masked.register()  # ppokit/CartPoleNoVel-v1, ppokit/PendulumNoVel-v1
 
@@ -23,8 +24,11 @@ for _id, _kwargs in (
 
 
 def make_env(cfg, device="cpu") -> VecEnv:
-    """Build the vectorized environment an EnvConfig describes."""
+    """Build the vectorized environment an EnvConfig describes: a batched torch task
+    (ppokit/TorchPendulum-v0, ...) on `device`, else Gymnasium envs."""
+    if is_torch_env(cfg.id):
+        return make_torch_env(cfg.id, cfg.num_envs, device, cfg.max_episode_steps, cfg.kwargs)
     return GymVecEnv(cfg, device=device)
 
 
-__all__ = ["GymVecEnv", "StepResult", "VecEnv", "check_env_id", "make_env"]
+__all__ = ["GymVecEnv", "StepResult", "TorchVecEnv", "VecEnv", "check_env_id", "make_env"]

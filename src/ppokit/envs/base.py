@@ -19,6 +19,10 @@ class StepResult:
     episode ended on (other rows repeat `obs`), so a truncated episode can bootstrap from
     V(final observation). It is None when no env ended (or the simulator cannot provide it). With
     a Dict observation space, `obs` and `final_obs` are dicts of tensors, one per key.
+
+    `bootstrap_pre_step` says the simulator reports no final observations at all (many GPU
+    simulators): a truncated episode then bootstraps from V(observation acted on at this step),
+    as rsl_rl does, instead of V(final observation) (docs/gpu.md).
     """
 
     obs: Obs
@@ -27,6 +31,7 @@ class StepResult:
     truncated: torch.Tensor
     final_obs: Obs | None = None
     infos: dict[str, Any] = field(default_factory=dict)
+    bootstrap_pre_step: bool = False
 
 
 @runtime_checkable
