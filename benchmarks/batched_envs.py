@@ -11,11 +11,14 @@ a child process of this one (so its peak RSS is its own) and does, after one war
 
 env share = (2) / (1); learner share = 1 - env share (act, record incl. V(final obs), GAE and
 update). The same script runs unchanged on CUDA (`--device cuda`), where it also reports the
-peak CUDA memory; `--compile-act` times the act step compiled (`algo.compile_act`).
+peak CUDA memory; `--compile-act` times the act step compiled (`algo.compile_act`), and
+`--act-backend numpy|torch` forces the act step's backend (`algo.act_backend`; auto picks NumPy
+up to 16 envs).
 
 Usage:
   python benchmarks/batched_envs.py [--device cpu|cuda] [--envs 256,1024,4096] [--iterations 3]
-                                    [--threads 1] [--compile-act] [--json out.json]
+                                    [--threads 1] [--compile-act] [--act-backend auto]
+                                    [--json out.json]
 """
 
 from __future__ import annotations
@@ -39,7 +42,14 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(num_envs: int, device_name: str, iterations: int, threads: int, compile_act: bool):
+def measure(
+    num_envs: int,
+    device_name: str,
+    iterations: int,
+    threads: int,
+    compile_act: bool,
+    act_backend: str = "auto",
+):
     import torch
 
     from ppokit.config import load_config
@@ -55,6 +65,7 @@ def measure(num_envs: int, device_name: str, iterations: int, threads: int, comp
         "log.root": str(Path(__import__("tempfile").mkdtemp()) / "runs"),
         "eval.episodes": 0,
         "algo.compile_act": compile_act,
+        "algo.act_backend": act_backend,
     }
     cfg = load_config("pointmass-4096", overrides=overrides)
     trainer = Trainer(cfg)
@@ -115,11 +126,19 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--compile-act", action="store_true")
+    parser.add_argument("--act-backend", default="auto", choices=("auto", "torch", "numpy"))
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        result = measure(args.child, args.device, args.iterations, args.threads, args.compile_act)
+        result = measure(
+            args.child,
+            args.device,
+            args.iterations,
+            args.threads,
+            args.compile_act,
+            args.act_backend,
+        )
         print(RESULT_MARKER + json.dumps(result), flush=True)
         return 0
     results = []
@@ -128,25 +147,27 @@ def main() -> int:
         cmd += ["--iterations", str(args.iterations), "--threads", str(args.threads)]
         if args.compile_act:
             cmd.append("--compile-act")
+        cmd += ["--act-backend", args.act_backend]
         out = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
         if out.returncode or not lines:
             print(out.stdout + out.stderr, file=sys.stderr)
             return 1
         results.append(json.loads(lines[0][len(RESULT_MARKER) :]))
+    machine = platform.processor() or platform.machine()
+    print(f"device {args.device}, {args.threads} thread(s), {machine}")
     print(
-        f"device {args.device}, {args.threads} thread(s), {platform.processor() or platform.machine()}"
+        "| envs | SPS | rollout s/iter | update s/iter | env s/iter | env share | learner share"
+        " | peak RSS MB | act step |"
     )
-    print(
-        "| envs | SPS | rollout s/iter | update s/iter | env s/iter | env share | learner share | peak RSS MB |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         extra = f" (CUDA peak {r['peak_cuda_mb']:.0f} MB)" if "peak_cuda_mb" in r else ""
         print(
             f"| {r['num_envs']} | {r['sps']:,.0f} | {r['rollout_s']:.3f} | {r['update_s']:.3f} |"
             f" {r['env_s']:.3f} | {100 * r['env_share']:.1f}% | {100 * r['learner_share']:.1f}% |"
             f" {r['peak_rss_mb']:.0f}{extra} |"
+            f" {r['act_backend']}{' compiled' if r['compile_act'] else ''} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -152,7 +152,7 @@ class AlgoConfig:
     act_backend: Literal["auto", "torch", "numpy"] = opt(
         "auto",
         "rollout act step: numpy is faster for MLP policies on the CPU with few envs (auto picks"
-        " it for <= 32 envs; torch for batched simulators and GPUs)",
+        " it for <= 16 envs; torch for batched simulators and GPUs)",
     )
     compile: bool = opt(
         False, "torch.compile the minibatch step (faster updates after ~20-40 s of compilation)"

@@ -30,7 +30,7 @@ from ppokit.precision import autocast, check_precision
 ADV_EPS = 1e-8
 # `algo.act_backend auto` acts in NumPy up to this many envs: beyond, torch's per-op overhead is
 # amortised and its kernels win (measured: benchmarks/RESULTS.md, "Batched torch envs").
-NUMPY_MAX_ENVS = 32
+NUMPY_MAX_ENVS = 16
 
 
 @dataclass
