@@ -164,3 +164,20 @@ def test_behaviour_weights():
         behaviour_weights(torch.tensor([0.0, -1.0]), torch.tensor([0.0, 0.0])),
         torch.tensor([1.0, np.exp(-1.0)], dtype=torch.float32),
     )
+
+
+def test_the_compiled_step_passes_the_weights_to_the_loss():
+    """algo.compile calls ppo_loss through _Loss(*CompiledStep._tensors(mb)); the EMA weights
+    must survive that flattening (checked eagerly: the graph is the same function)."""
+    from ppokit.algo.compiled_step import CompiledStep, _Loss
+
+    ppo = ema_ppo()
+    perturb(ppo.model)
+    ppo.finish_rollout(fill(ppo))
+    b = ppo.buffer
+    mb = next(b.minibatches(ppo.model.normalize(b.flat_obs()), b.advantages.flatten(), 32))
+    loss, aux = _Loss(ppo.model, ppo_loss, ppo.loss_kwargs)(*CompiledStep._tensors(mb))
+    expected = ppo_loss(ppo.model, mb, **ppo.loss_kwargs)
+    torch.testing.assert_close(loss, expected.loss)
+    unweighted = ppo_loss(ppo.model, Minibatch(*CompiledStep._tensors(mb)[:6]), **ppo.loss_kwargs)
+    assert not torch.allclose(unweighted.policy_loss, expected.policy_loss)
