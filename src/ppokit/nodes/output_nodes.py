@@ -21,6 +21,13 @@ _EVERY = Param("every", int, 1, "with trigger linked: run on every this-many-th 
 _AT_END = Param("at_end", bool, True, "run once after the last tick")
 
 
+def _checkpoint_state(e: Emitter, trainer_id: str) -> str:
+    """The emitted expression for the training state of `trainer_id` (a checkpoint's content)."""
+    t = e.prefix_of(trainer_id)
+    steps = e.analysis.nodes[trainer_id].steps_per_update
+    return f"rt.checkpoint_state({t}_cfg, {t}, {t}.updates * {steps}, {t}_episodes)"
+
+
 def _schedule(node: Node, e: Emitter, action: Callable[[str], list[str]], result: str) -> None:
     """`action(when)` on triggers (every n-th) and at the end, as the node's params say;
     `result` is the variable it sets (None until it first runs)."""
@@ -155,12 +162,7 @@ class SaveCheckpointNode(Node):
         self.trainer = trainer
 
     def emit(self, e: Emitter) -> None:
-        t = e.prefix_of(self.trainer)
-        trainer = e.analysis.nodes[self.trainer]
-        state = (
-            f"rt.checkpoint_state({t}_cfg, {t}, {t}.updates * {trainer.steps_per_update},"
-            f" {t}_episodes)"
-        )
+        state = _checkpoint_state(e, self.trainer)
         path = f"rt.output_path(out, {literal(self.params['path'])})"
         var = e.var("path")
         _schedule(self, e, lambda when: [f"{var} = rt.save_checkpoint({path}, {state})"], var)
@@ -207,12 +209,7 @@ class ExportPolicyNode(Node):
         self.trainer = trainer
 
     def emit(self, e: Emitter) -> None:
-        t = e.prefix_of(self.trainer)
-        trainer = e.analysis.nodes[self.trainer]
-        state = (
-            f"rt.checkpoint_state({t}_cfg, {t}, {t}.updates * {trainer.steps_per_update},"
-            f" {t}_episodes)"
-        )
+        state = _checkpoint_state(e, self.trainer)
         path = f"rt.output_path(out, {literal(self.params['path'])})"
         e.final(
             f"results[{literal(self.id)}] = rt.export_policy({path},"
