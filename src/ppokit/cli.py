@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ppokit import config as C
-from ppokit.errors import PPOKitError
+from ppokit.errors import ConfigError, PPOKitError
 
 SHORTCUTS = {"--env": "env.id"}
 NOT_FLAGS = {"preset"}  # recorded in config.yaml; set with --preset
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plot_parser(sub)
     add_export_parser(sub)
     add_graph_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
@@ -406,7 +407,84 @@ def cmd_graph(ns: argparse.Namespace) -> int:
     return commands.COMMANDS[ns.graph_command](ns)
 
 
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    from ppokit.bench import MUJOCO_TASKS
+
+    bench = sub.add_parser(
+        "bench", help="benchmarks: learning quality over seeds", allow_abbrev=False
+    )
+    bsub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    p = bsub.add_parser(
+        "learning",
+        help="train presets over seeds and tabulate deterministic evaluations",
+        description=(
+            "Train each preset for each seed (a `ppokit train` subprocess per run), evaluate the"
+            " final policy deterministically, and write OUT/results.{csv,json,md} and"
+            " OUT/learning_curves.png (one panel per task, mean and ±1 std over seeds). Runs live"
+            " in OUT/runs/<task>/seed<N>; a finished run with the same config is reused, so an"
+            " interrupted benchmark continues where it stopped."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(MUJOCO_TASKS),
+        metavar="PRESET",
+        help=f"presets to run (default: {' '.join(MUJOCO_TASKS)})",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds per task (default: 3)")
+    p.add_argument("--first-seed", type=int, default=1, help="first seed (default: 1)")
+    p.add_argument(
+        "--steps",
+        type=float,
+        default=None,
+        help="environment steps per run, e.g. 1e6 (default: each preset's total_steps)",
+    )
+    p.add_argument(
+        "--episodes", type=int, default=10, help="deterministic evaluation episodes (default: 10)"
+    )
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (default: 1)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key in every run (YAML value), e.g. --set algo.lr=1e-4",
+    )
+    p.add_argument(
+        "--out",
+        default="runs/bench_learning",
+        help="output directory (default: runs/bench_learning)",
+    )
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ppokit.bench import BenchSpec, parse_overrides, run_learning_bench
+
+    if ns.steps is not None and ns.steps != int(ns.steps):
+        raise ConfigError(f"--steps must be a whole number, got {ns.steps}")
+    spec = BenchSpec(
+        tasks=list(ns.tasks),
+        seeds=list(range(ns.first_seed, ns.first_seed + max(ns.seeds, 0))),
+        steps=None if ns.steps is None else int(ns.steps),
+        episodes=ns.episodes,
+        overrides=parse_overrides(ns.set),
+        out=Path(ns.out),
+        jobs=ns.jobs,
+    )
+    result = run_learning_bench(spec, log=lambda line: print(line, flush=True))
+    print(result["table"], end="")
+    print(
+        f"results written to {spec.out} (results.csv, results.json, results.md, learning_curves.png)"
+    )
+    return 0
+
+
 COMMANDS = {
+    "bench": cmd_bench,
     "train": cmd_train,
     "eval": cmd_eval,
     "verify": cmd_verify,

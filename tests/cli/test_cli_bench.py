@@ -1,0 +1,143 @@
+"""`ppokit bench learning`: the results table against the runs it trained, reuse of finished
+runs, and the summary arithmetic against numpy."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ppokit.bench import RunRecord, markdown_table, reusable, summarize
+from ppokit.plot import read_run
+from ppokit_runs import assert_main_error, ppokit_cli, run_main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TINY = ("--steps", "1024", "--episodes", "2")
+
+
+def record(task: str, seed: int, eval_mean: float, train: float, wall: float) -> RunRecord:
+    return RunRecord(task, f"{task}-v0", seed, 1000, eval_mean, 1.0, 10, train, wall, f"/r/{seed}")
+
+
+def test_summary_is_mean_and_std_over_seeds_per_task():
+    records = [
+        record("hopper", 1, 3000.0, 2500.0, 60.0),
+        record("hopper", 2, 2000.0, math.nan, 80.0),  # no training episode logged
+        record("ant", 1, 100.0, 90.0, 10.0),
+        record("hopper", 3, 2600.0, 2100.0, 70.0),
+    ]
+    hopper, ant = summarize(records)
+    assert [hopper["task"], ant["task"]] == ["hopper", "ant"]
+    assert hopper["seeds"] == [1, 2, 3]
+    assert hopper["eval_mean"] == pytest.approx(np.mean([3000, 2000, 2600]))
+    assert hopper["eval_std"] == pytest.approx(np.std([3000, 2000, 2600]))
+    assert hopper["train_mean"] == pytest.approx(2300.0)  # the NaN seed left out
+    assert hopper["train_std"] == pytest.approx(200.0)
+    assert hopper["wall_s_mean"] == pytest.approx(70.0)
+    assert hopper["target"] == 3000.0 and hopper["rl_zoo"] == 2410.0
+    assert ant["eval_std"] == 0.0
+    table = markdown_table([hopper, ant])
+    assert (
+        "| hopper-v0 | 1,000 | 3 | 2533 ± 411 | 2300 ± 200 | 1.2 min | 3000 | 2383 | 2410 |"
+        in table
+    )
+    assert "| ant-v0 | 1,000 | 1 | 100 ± 0 | 90 ± 0 | 0.2 min | 3000 | — | 1327 |" in table
+
+
+def test_a_stored_run_is_reused_only_with_the_same_config(tmp_path):
+    path = tmp_path / "bench.json"
+    assert reusable(path, {"seed": 1}) is None
+    rec = record("hopper", 1, 1.0, 2.0, 3.0)
+    path.write_text(json.dumps({"config": {"seed": 1}, "record": rec.__dict__}))
+    assert reusable(path, {"seed": 1}) == rec
+    assert reusable(path, {"seed": 2}) is None
+    path.write_text("{not json")
+    assert reusable(path, {"seed": 1}) is None
+
+
+@pytest.mark.slow
+def test_bench_trains_evaluates_tabulates_and_reuses(tmp_path):
+    out = tmp_path / "bench"
+    args = ("bench", "learning", "--tasks", "cartpole", "pendulum", "--seeds", "2", *TINY)
+    proc = ppokit_cli(*args, "--out", out, "--jobs", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["task"], r["seed"]) for r in rows] == [
+        ("cartpole", "1"),
+        ("cartpole", "2"),
+        ("pendulum", "1"),
+        ("pendulum", "2"),
+    ]
+    for row in rows:
+        run = Path(row["run_dir"])
+        evaluation = json.loads((run / "eval.json").read_text())
+        assert float(row["eval_mean"]) == pytest.approx(evaluation["mean_return"])
+        assert int(row["eval_episodes"]) == 2
+        curve = read_run(run)
+        assert float(row["train_return"]) == pytest.approx(
+            curve.values[np.isfinite(curve.values)][-1]
+        )
+        assert curve.steps[-1] == int(row["steps"]) >= 1024  # whole rollouts
+    summary = json.loads((out / "results.json").read_text())["tasks"]
+    pendulum = [float(r["eval_mean"]) for r in rows if r["task"] == "pendulum"]
+    assert summary[1]["eval_mean"] == pytest.approx(np.mean(pendulum))
+    assert "| Pendulum-v1 | 2,048 | 2 |" in (out / "results.md").read_text()
+    assert (out / "learning_curves.png").read_bytes()[:8] == PNG_SIGNATURE
+    # Seeds differ: the two runs did not train the same thing.
+    assert (
+        rows[0]["eval_mean"] != rows[1]["eval_mean"]
+        or rows[0]["train_return"] != rows[1]["train_return"]
+    )
+
+    # Again: nothing is retrained; a changed setting retrains only what it changes.
+    logs = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/*.log")}
+    again = ppokit_cli(*args, "--out", out, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("reusing") == 4
+    assert {p: p.stat().st_mtime_ns for p in logs} == logs
+    changed = ppokit_cli(
+        "bench",
+        "learning",
+        "--tasks",
+        "cartpole",
+        "--seeds",
+        "1",
+        *TINY,
+        "--out",
+        out,
+        "--set",
+        "algo.gamma=0.9",
+        cwd=tmp_path,
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert "reusing" not in changed.stdout
+    assert (
+        json.loads((out / "runs/cartpole/seed1/bench.json").read_text())["config"]["algo"]["gamma"]
+        == 0.9
+    )
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--tasks", "hoper"], ["no preset 'hoper'", "hopper"]),
+        (["--seeds", "0"], ["--seeds must be >= 1"]),
+        (["--steps", "1.5"], ["--steps must be a whole number"]),
+        (["--episodes", "0"], ["--episodes must be >= 1"]),
+        (["--jobs", "0"], ["--jobs must be >= 1"]),
+        (["--set", "algo.lrr=1"], ["algo.lrr", "algo.lr"]),
+        (["--set", "algo.lr"], ["KEY=VALUE"]),
+        (["--set", "algo.lr=fast"], ["algo.lr"]),
+    ],
+)
+def test_bad_bench_arguments_get_one_line_errors(capsys, tmp_path, args, fragments):
+    result = run_main(
+        capsys, "bench", "learning", "--tasks", "cartpole", *args, "--out", tmp_path / "b"
+    )
+    assert_main_error(result, *fragments)
+    assert not (tmp_path / "b" / "runs").exists()  # nothing trained
