@@ -130,6 +130,11 @@ class AlgoConfig:
     advantage_norm_scope: Literal["batch", "minibatch"] = opt(
         "batch", "normalize advantages over the whole batch or per minibatch"
     )
+    recompute_advantages: bool = opt(
+        False,
+        "recompute values, advantages and returns with the current critic before every epoch"
+        " after the first (feedforward policies; Andrychowicz et al. 2021)",
+    )
     target_kl: float | None = opt(
         None, "KL target: early-stop threshold and the adaptive LR's set point"
     )

@@ -363,3 +363,81 @@ def test_normalizer_updated_with_raw_rollout_obs_after_the_update(make_ppo, coll
     x = torch.randn(4, 3)
     expected = (x.double().numpy() - everything.mean(0)) / np.sqrt(everything.var(0) + 1e-8)
     np.testing.assert_allclose(ppo.model.normalize(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Recomputed advantages
+# --------------------------------------------------------------------------------------------
+
+
+def test_recompute_advantages_uses_the_current_critic_before_each_epoch(
+    make_ppo, collect, monkeypatch
+):
+    T, N, gamma, lam = 10, 4, 0.99, 0.95
+    ppo = make_ppo(
+        num_envs=N,
+        num_steps=T,
+        num_minibatches=4,
+        num_epochs=3,
+        recompute_advantages=True,
+        lr=3e-2,  # the critic moves visibly between epochs
+        env={"scale_rewards": True},
+    )
+    ppo.model.obs_normalizer.update(torch.randn(40, 3) * 2 + 3)
+    log = collect(ppo, obs_mean=3.0, obs_std=2.0, end_prob=0.3)
+    b = ppo.buffer
+    assert b.truncated.any() and b.terminated.any()
+    ppo.finish_rollout(log["next_obs"])
+    rewards = RewardScaler(N, gamma).scale_rollout(b.rewards.clone(), b.dones).double().numpy()
+    terminated, truncated = b.terminated.numpy(), b.truncated.numpy()
+    stale_bootstrap = b.bootstrap_values.double().numpy().copy()
+    flat_log_probs = b.log_probs.flatten().clone()
+    rollout_values = b.values.flatten().clone()
+
+    def value(model, x):
+        with torch.no_grad():
+            return model.value(model.normalize(x)).double().numpy()
+
+    def expected_advantages(model):
+        v = np.stack([value(model, o) for o in log["obs"]])
+        v_next = np.stack(
+            [value(model, o) for o in log["obs"][1:]] + [value(model, log["next_obs"])]
+        )
+        v_next = np.where(
+            truncated, stale_bootstrap, v_next
+        )  # V(final obs) of the rollout's critic
+        adv = np.zeros((T, N))
+        for n in range(N):
+            running = 0.0
+            for t in reversed(range(T)):
+                bootstrap = 0.0 if terminated[t, n] else gamma * v_next[t, n]
+                delta = rewards[t, n] + bootstrap - v[t, n]
+                running = delta + (
+                    0.0 if terminated[t, n] or truncated[t, n] else gamma * lam * running
+                )
+                adv[t, n] = running
+        return adv.reshape(-1), v.reshape(-1)
+
+    expectations: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def check(model, mb, record):
+        if len(spy.calls) % 4 == 0:  # first minibatch of an epoch: nothing stepped since recompute
+            expectations.append(expected_advantages(model))
+        adv, v = expectations[-1]
+        match = mb.log_probs.unsqueeze(1) == flat_log_probs.unsqueeze(0)
+        assert (match.sum(1) == 1).all()
+        idx = match.float().argmax(1).numpy()
+        normalized = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
+        np.testing.assert_allclose(mb.advantages.double().numpy(), normalized[idx], atol=2e-5)
+        np.testing.assert_allclose(
+            mb.returns.double().numpy(), (adv + v)[idx], rtol=1e-4, atol=2e-5
+        )
+        # Value clipping stays relative to the values the rollout was collected with.
+        torch.testing.assert_close(mb.values, rollout_values[torch.as_tensor(idx)])
+
+    spy = LossSpy(monkeypatch, before=check)
+    ppo.update()
+    assert len(spy.calls) == 12 and len(expectations) == 3
+    # The recomputation is not a no-op: each epoch's advantages differ from the last.
+    for before, after in zip(expectations, expectations[1:]):
+        assert np.abs(before[0] - after[0]).max() > 1e-3

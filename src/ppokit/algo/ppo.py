@@ -172,6 +172,10 @@ class PPO:
             state_size=model.state_size,
         )
         self.memory_state = model.initial_state(self.num_envs, device)
+        # The finished rollout's GAE inputs, kept for recomputing advantages between epochs.
+        self.scaled_rewards: torch.Tensor | None = None
+        self.last_values: torch.Tensor | None = None
+        self.next_obs: Obs | None = None
         self.params = [p for p in model.parameters() if p.requires_grad]
         a = cfg.algo
         self.loss_kwargs = {
@@ -350,16 +354,53 @@ class PPO:
                 b.log_probs.copy_(log_probs.view(T, N))
         for t in b.pre_step_bootstrap:  # rsl_rl's bootstrap: V(s_t) for a truncation at t
             b.bootstrap_values[t].copy_(b.values[t])
-        last_values = self._values(next_obs)
-        next_values = torch.cat([b.values[1:], last_values.unsqueeze(0)])
+        self.scaled_rewards = self.reward_scaler.scale_rollout(b.rewards, b.dones, self.sync)
+        self.last_values = self._values(next_obs)
+        if self.algo.recompute_advantages and not self.recurrent:
+            self.next_obs = self.model.normalize(next_obs)
+        self._advantages_from(b.values)
+
+    def _advantages_from(self, values: torch.Tensor) -> None:
+        """GAE advantages and returns of the finished rollout under the critic's `values` [T, N].
+
+        A truncated step bootstraps from V(final observation) stored during the rollout.
+        """
+        b = self.buffer
+        next_values = torch.cat([values[1:], self.last_values.unsqueeze(0)])
         next_values = torch.where(b.truncated, b.bootstrap_values, next_values)
-        dones = b.dones
-        rewards = self.reward_scaler.scale_rollout(b.rewards, dones, self.sync)
         advantages, returns = compute_gae(
-            rewards, b.values, next_values, b.terminated, dones, self.algo.gamma, self.algo.lam
+            self.scaled_rewards,
+            values,
+            next_values,
+            b.terminated,
+            b.dones,
+            self.algo.gamma,
+            self.algo.lam,
         )
         b.advantages.copy_(advantages)
         b.returns.copy_(returns)
+
+    @torch.no_grad()
+    def _recompute_advantages(self, obs: Obs) -> None:
+        """Advantages and returns under the current critic (`obs` normalized, flat). The rollout's
+        values stay the value-clipping reference; V(next_obs) is recomputed, the truncation
+        bootstraps keep the rollout's critic (their final observations are not stored)."""
+        b = self.buffer
+        self.last_values = self.model.value(self.next_obs)
+        self._advantages_from(self.model.value(obs).view(b.num_steps, b.num_envs))
+
+    def _batch_advantages(self) -> torch.Tensor:
+        """The rollout's advantages, flat, normalized over the whole batch when configured
+        (across every rank's rollout when distributed)."""
+        a = self.algo
+        advantages = self.buffer.advantages.flatten()
+        if a.normalize_advantages and a.advantage_norm_scope == "batch":
+            if self.sync.distributed:  # mean and std of every rank's advantages
+                mean, var, n = self.sync.moments(advantages)
+                std = (var * n / (n - 1)).sqrt().to(advantages.dtype)
+                return (advantages - mean.to(advantages.dtype)) / (std + ADV_EPS)
+            return normalize_advantages(advantages)
+        return advantages
 
     # --- update ---------------------------------------------------------------------------------
     def update(self) -> dict[str, float]:
@@ -370,21 +411,20 @@ class PPO:
             self.set_lr(self.schedule.at_update(self.updates))
         with torch.no_grad():
             obs = self.model.normalize(b.flat_obs())
-            advantages = b.advantages.flatten()
-            if a.normalize_advantages and a.advantage_norm_scope == "batch":
-                if self.sync.distributed:  # mean and std of every rank's advantages
-                    mean, var, n = self.sync.moments(advantages)
-                    std = (var * n / (n - 1)).sqrt().to(advantages.dtype)
-                    advantages = (advantages - mean.to(advantages.dtype)) / (std + ADV_EPS)
-                else:
-                    advantages = normalize_advantages(advantages)
+            advantages = self._batch_advantages()
             sequences = b.sequences(obs, advantages, a.bptt_length) if self.recurrent else None
+        recompute = a.recompute_advantages and not self.recurrent
+        if recompute:  # explained variance is reported for the rollout's own returns
+            rollout_returns = b.returns.clone()
         check_kl = a.kl_early_stop or self.schedule.adaptive
         sums = torch.zeros(5, device=self.device)  # policy, value, entropy, kl, clipfrac
         steps = 0
         epoch_kls: list[float] = []
         stopped_early = False
-        for _ in range(a.num_epochs):
+        for epoch in range(a.num_epochs):
+            if recompute and epoch > 0:
+                self._recompute_advantages(obs)
+                advantages = self._batch_advantages()
             epoch_kl = torch.zeros((), device=self.device)
             epoch_steps = 0
             minibatches = (
@@ -412,7 +452,8 @@ class PPO:
         self.updates += 1
         b.reset()
         means = (sums / max(steps, 1)).tolist()
-        values, returns = b.values.flatten(), b.returns.flatten()
+        values = b.values.flatten()
+        returns = (rollout_returns if recompute else b.returns).flatten()
         if self.sync.distributed:  # over every rank's rollout
             _, var, _ = self.sync.moments(torch.stack([returns - values, returns], 1))
             explained = float(1.0 - var[0] / var[1])
