@@ -236,8 +236,8 @@ def markdown_table(summary: Sequence[dict]) -> str:
 
 
 def plot_grid(records: Sequence[RunRecord], out: Path) -> None:
-    """One panel per task: mean training return over seeds with a ±1 std band, and each
-    seed's final deterministic evaluation as a marker at its last step."""
+    """One panel per task: mean training return over seeds with a ±1 std band, each seed's
+    curve, and each seed's final deterministic evaluation as a marker at its last step."""
     from ppokit.plot import _pyplot, _save, aggregate, read_run
 
     tasks = list(dict.fromkeys(r.task for r in records))
@@ -249,6 +249,10 @@ def plot_grid(records: Sequence[RunRecord], out: Path) -> None:
         runs = [r for r in records if r.task == task]
         curves = [read_run(r.run_dir, CURVE_METRIC) for r in runs]
         steps, mean, std, _, _ = aggregate(curves)
+        for k, curve in enumerate(curves):  # each seed, faint: a failed seed shows by itself
+            ok = np.isfinite(curve.values)
+            label = "each seed" if k == 0 else None
+            ax.plot(curve.steps[ok], curve.values[ok], lw=0.7, color="0.6", alpha=0.7, label=label)
         ax.plot(steps, mean, lw=1.8, label=f"training return, mean of {len(runs)} seeds")
         ax.fill_between(steps, mean - std, mean + std, alpha=0.25, lw=0, label="±1 std")
         ax.scatter(
