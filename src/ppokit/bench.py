@@ -4,7 +4,9 @@ curves (one panel per task, mean and a band over seeds).
 
 Each run is a `ppokit train` subprocess, so runs are isolated and `--jobs 2` trains two at a
 time. A run whose `bench.json` exists with the same config is reused, so an interrupted
-benchmark continues where it stopped and a finished one can be re-tabulated for free.
+benchmark continues where it stopped and a finished one can be re-tabulated for free; a
+finished run is never overwritten by one with another config (a sweep point needs its own
+--out).
 """
 
 from __future__ import annotations
@@ -95,8 +97,10 @@ def check_spec(spec: BenchSpec) -> None:
         raise ConfigError(f"--episodes must be >= 1, got {spec.episodes}")
     if spec.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {spec.jobs}")
-    for task in spec.tasks:  # every resolved config must validate before hours of training
-        C.load_config(task, None, run_overrides(spec, task, spec.seeds[0]))
+    for task in spec.tasks:  # every config must validate, and fit stored runs, before training
+        for seed in spec.seeds:
+            cfg = C.load_config(task, None, run_overrides(spec, task, seed))
+            reusable(run_dir(spec, task, seed) / RUN_RECORD, C.to_dict(cfg))
 
 
 def run_overrides(spec: BenchSpec, task: str, seed: int) -> dict:
@@ -123,17 +127,37 @@ def training_outcome(run: Path) -> tuple[int, float]:
     return int(curve.steps[-1]), float(finite[-1]) if len(finite) else math.nan
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "kwargs":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def reusable(record_path: Path, config: dict) -> RunRecord | None:
-    """The stored record if that run finished with exactly this config."""
+    """The stored record if that run finished with exactly this config; None if it did not
+    finish (or its record is unreadable). A finished run with another config is an error: it
+    is never overwritten silently."""
     if not record_path.is_file():
         return None
     try:
         data = json.loads(record_path.read_text())
-        if data.get("config") != config:
-            return None
-        return RunRecord(**data["record"])
+        stored = data["config"]
+        record = RunRecord(**data["record"])
     except (ValueError, TypeError, KeyError):
         return None
+    if stored != config:
+        old, new = _flat(stored), _flat(config)
+        keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        changes = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4])
+        raise ConfigError(
+            f"{str(record_path.parent)!r} holds a finished run with another config ({changes});"
+            " give another --out, or delete that run directory to retrain it"
+        )
+    return record
 
 
 def train_and_evaluate(spec: BenchSpec, task: str, seed: int, threads: int, log) -> RunRecord:
@@ -145,7 +169,7 @@ def train_and_evaluate(spec: BenchSpec, task: str, seed: int, threads: int, log)
     if record is not None:
         log(f"{task} seed {seed}: reusing {folder}")
         return record
-    if folder.exists():  # an unfinished or differently configured run: start it again
+    if folder.exists():  # an unfinished run: start it again
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "ppokit", "train", "--preset", task, "--run-dir", str(folder)]

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from ppokit.bench import RunRecord, markdown_table, reusable, summarize
+from ppokit.errors import ConfigError
 from ppokit.plot import read_run
-from ppokit_runs import assert_main_error, ppokit_cli, run_main
+from ppokit_runs import assert_main_error, assert_one_line_error, ppokit_cli, run_main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = ("--steps", "1024", "--episodes", "2")
@@ -52,11 +53,13 @@ def test_a_stored_run_is_reused_only_with_the_same_config(tmp_path):
     path = tmp_path / "bench.json"
     assert reusable(path, {"seed": 1}) is None
     rec = record("hopper", 1, 1.0, 2.0, 3.0)
-    path.write_text(json.dumps({"config": {"seed": 1}, "record": rec.__dict__}))
-    assert reusable(path, {"seed": 1}) == rec
-    assert reusable(path, {"seed": 2}) is None
-    path.write_text("{not json")
-    assert reusable(path, {"seed": 1}) is None
+    stored = {"seed": 1, "algo": {"lr": 1e-3, "lam": 0.95}}
+    path.write_text(json.dumps({"config": stored, "record": rec.__dict__}))
+    assert reusable(path, stored) == rec
+    with pytest.raises(ConfigError, match=r"algo.lr: 0.001 -> 0.0003.*another --out"):
+        reusable(path, {"seed": 1, "algo": {"lr": 3e-4, "lam": 0.95}})
+    path.write_text("{not json")  # an unreadable record: the run is trained again
+    assert reusable(path, stored) is None
 
 
 @pytest.mark.slow
@@ -100,26 +103,18 @@ def test_bench_trains_evaluates_tabulates_and_reuses(tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("reusing") == 4
     assert {p: p.stat().st_mtime_ns for p in logs} == logs
-    changed = ppokit_cli(
-        "bench",
-        "learning",
-        "--tasks",
-        "cartpole",
-        "--seeds",
-        "1",
-        *TINY,
-        "--out",
-        out,
-        "--set",
-        "algo.gamma=0.9",
-        cwd=tmp_path,
+    # A changed setting never overwrites a finished run: one error before any training.
+    sweep = ("bench", "learning", "--tasks", "cartpole", "--seeds", "1", *TINY)
+    record = (out / "runs/cartpole/seed1/bench.json").read_text()
+    refused = ppokit_cli(*sweep, "--out", out, "--set", "algo.gamma=0.9", cwd=tmp_path)
+    assert_one_line_error(refused, "finished run with another config", "algo.gamma: 0.98 -> 0.9")
+    assert (out / "runs/cartpole/seed1/bench.json").read_text() == record
+    elsewhere = ppokit_cli(
+        *sweep, "--out", tmp_path / "sweep", "--set", "algo.gamma=0.9", cwd=tmp_path
     )
-    assert changed.returncode == 0, changed.stderr
-    assert "reusing" not in changed.stdout
-    assert (
-        json.loads((out / "runs/cartpole/seed1/bench.json").read_text())["config"]["algo"]["gamma"]
-        == 0.9
-    )
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    stored = json.loads((tmp_path / "sweep/runs/cartpole/seed1/bench.json").read_text())
+    assert stored["config"]["algo"]["gamma"] == 0.9
 
 
 @pytest.mark.parametrize(
