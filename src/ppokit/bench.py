@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +168,7 @@ def train_and_evaluate(spec: BenchSpec, task: str, seed: int, threads: int, log)
     record = reusable(folder / RUN_RECORD, config)
     if record is not None:
         log(f"{task} seed {seed}: reusing {folder}")
-        return record
+        return replace(record, run_dir=str(folder))  # the out dir may have moved since
     if folder.exists():  # an unfinished run: start it again
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
