@@ -127,16 +127,6 @@ def training_outcome(run: Path) -> tuple[int, float]:
     return int(curve.steps[-1]), float(finite[-1]) if len(finite) else math.nan
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "kwargs":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def reusable(record_path: Path, config: dict) -> RunRecord | None:
     """The stored record if that run finished with exactly this config; None if it did not
     finish (or its record is unreadable). A finished run with another config is an error: it
@@ -150,7 +140,9 @@ def reusable(record_path: Path, config: dict) -> RunRecord | None:
     except (ValueError, TypeError, KeyError):
         return None
     if stored != config:
-        old, new = _flat(stored), _flat(config)
+        from ppokit.plot import _flatten
+
+        old, new = _flatten(stored), _flatten(config)
         keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         changes = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4])
         raise ConfigError(
