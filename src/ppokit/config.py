@@ -497,6 +497,11 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"algo.lr_factor must be > 1, got {a.lr_factor}")
     if a.optimizer == "adam" and a.weight_decay:
         raise ConfigError("algo.weight_decay needs --algo.optimizer adamw")
+    if a.recompute_advantages and cfg.policy.memory != "none":
+        raise ConfigError(
+            "algo.recompute_advantages supports feedforward policies only (recurrent values"
+            " depend on the stored memory states); set it false or policy.memory none"
+        )
     if not 0.0 <= cfg.ema.decay < 1.0:
         raise ConfigError(f"ema.decay must be in [0, 1) (0 disables), got {cfg.ema.decay}")
     p = cfg.policy

@@ -338,3 +338,12 @@ def test_every_config_field_has_a_flag_and_help():
         assert C.field_help(f), f"{name} has no help text"
         if name not in cli.NOT_FLAGS:
             assert f"--{name}" in flags, name
+
+
+def test_recompute_advantages_is_refused_for_recurrent_policies():
+    with pytest.raises(ConfigError, match="recompute_advantages supports feedforward"):
+        load_config(
+            preset="cartpole",
+            overrides={"algo.recompute_advantages": True, "policy.memory": "gru"},
+        )
+    assert load_config(preset="cartpole", overrides={"algo.recompute_advantages": True})
