@@ -10,6 +10,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from ppokit.config import TrainConfig
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -53,3 +55,19 @@ def cli_env(tmp_path) -> dict:
     env["WANDB_SILENT"] = "true"
     env["WANDB_MODE"] = "offline"
     return env
+
+
+def naive_gae(rewards, values, next_values, terminated, dones, gamma, lam):
+    """Per env, per step, in Python floats: the textbook recursion written independently."""
+    T, N = rewards.shape
+    adv = np.zeros((T, N))
+    for n in range(N):
+        running = 0.0
+        for t in reversed(range(T)):
+            bootstrap = 0.0 if terminated[t, n] else gamma * next_values[t, n]
+            delta = rewards[t, n] + bootstrap - values[t, n]
+            if dones[t, n]:
+                running = 0.0  # the next step belongs to another episode
+            running = delta + gamma * lam * running
+            adv[t, n] = running
+    return adv

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ppokit.algo.gae import compute_gae
+from ppokit_testutil import naive_gae
 
 
 def _t(rows: list[list[float]]) -> torch.Tensor:
@@ -47,22 +48,6 @@ def test_hand_computed_terminated_truncated_and_bootstrap():
     torch.testing.assert_close(adv, expected_adv, rtol=0, atol=1e-12)
     torch.testing.assert_close(ret, expected_ret, rtol=0, atol=1e-12)
     assert adv.shape == ret.shape == (3, 3)
-
-
-def naive_gae(rewards, values, next_values, terminated, dones, gamma, lam):
-    """Per env, per step, in Python floats: the textbook recursion written independently."""
-    T, N = rewards.shape
-    adv = np.zeros((T, N))
-    for n in range(N):
-        running = 0.0
-        for t in reversed(range(T)):
-            bootstrap = 0.0 if terminated[t, n] else gamma * next_values[t, n]
-            delta = rewards[t, n] + bootstrap - values[t, n]
-            if dones[t, n]:
-                running = 0.0  # the next step belongs to another episode
-            running = delta + gamma * lam * running
-            adv[t, n] = running
-    return adv
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -12,6 +12,7 @@ import torch
 
 import ppokit.algo.ppo as ppo_module
 from ppokit.nn.normalization import RewardScaler
+from ppokit_testutil import naive_gae
 
 
 class LossSpy:
@@ -33,22 +34,6 @@ class LossSpy:
         record["terms"] = terms
         self.calls.append(record)
         return terms
-
-
-def naive_advantages(rewards, v, v_next, terminated, truncated, gamma, lam) -> np.ndarray:
-    """GAE per env and step in Python floats: no bootstrap past a termination, no recursion
-    past any episode end (a truncated step bootstraps from its own v_next)."""
-    T, N = rewards.shape
-    adv = np.zeros((T, N))
-    for n in range(N):
-        running = 0.0
-        for t in reversed(range(T)):
-            bootstrap = 0.0 if terminated[t, n] else gamma * v_next[t, n]
-            delta = rewards[t, n] + bootstrap - v[t, n]
-            ended = terminated[t, n] or truncated[t, n]
-            running = delta + (0.0 if ended else gamma * lam * running)
-            adv[t, n] = running
-    return adv
 
 
 def _record_step_lrs(ppo) -> list[float]:
@@ -109,7 +94,7 @@ def test_finish_rollout_bootstraps_truncation_from_final_obs(make_ppo, collect, 
         rewards = RewardScaler(N, 0.99).scale_rollout(rewards, b.dones)
     rewards = rewards.double().numpy()
     # gamma 0.99 / lam 0.95: the defaults.
-    expected = naive_advantages(rewards, v, v_next, terminated, truncated, 0.99, 0.95)
+    expected = naive_gae(rewards, v, v_next, terminated, terminated | truncated, 0.99, 0.95)
     np.testing.assert_allclose(b.values.numpy(), v, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(b.advantages.numpy(), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(b.returns.numpy(), expected + v, rtol=1e-4, atol=1e-5)
@@ -413,7 +398,7 @@ def test_recompute_advantages_uses_the_current_critic_before_each_epoch(
         v_next = np.where(
             truncated, stale_bootstrap, v_next
         )  # V(final obs) of the rollout's critic
-        adv = naive_advantages(rewards, v, v_next, terminated, truncated, gamma, lam)
+        adv = naive_gae(rewards, v, v_next, terminated, terminated | truncated, gamma, lam)
         return adv.reshape(-1), v.reshape(-1)
 
     expectations: list[tuple[np.ndarray, np.ndarray]] = []
