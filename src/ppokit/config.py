@@ -61,10 +61,14 @@ class PolicyConfig:
         "tanh", "hidden-layer activation"
     )
     init_noise_std: float = opt(
-        1.0, "initial action std: absolute (env units) or a fraction of (high - low)"
+        0.5,
+        "initial action std as a fraction of the action range (high - low; an unbounded"
+        " dimension counts as [-1, 1]), or in env units with noise_std_relative false",
     )
     noise_std_relative: bool = opt(
-        False, "interpret init_noise_std as a fraction of the action range (high - low)"
+        True,
+        "init_noise_std is a fraction of the action range (every preset); false: absolute std"
+        " in env units",
     )
     log_std_min: float = opt(-5.0, "lower clamp of the learned log-std")
     log_std_max: float = opt(2.0, "upper clamp of the learned log-std")

@@ -205,6 +205,7 @@ def check_action_std(o: Objects) -> list[Row]:
     ]
     space = m.action_space
     width = torch.as_tensor(space.high - space.low, dtype=torch.float64)
+    width = torch.where(width.isfinite(), width, 2.0)  # an unbounded dimension counts as [-1, 1]
     want = (
         p.init_noise_std * width
         if p.noise_std_relative

@@ -63,9 +63,12 @@ def test_mlp_activation_and_structure():
     ("kwargs", "expected_policy_std"),
     [
         # absolute std 0.5 in env units, divided by the half range (2, 1, 2)
-        ({"init_noise_std": 0.5}, [0.25, 0.5, 0.25]),
+        ({"init_noise_std": 0.5, "noise_std_relative": False}, [0.25, 0.5, 0.25]),
         # no rescaling: the policy acts in env units
-        ({"init_noise_std": 0.5, "rescale_actions": False}, [0.5, 0.5, 0.5]),
+        (
+            {"init_noise_std": 0.5, "noise_std_relative": False, "rescale_actions": False},
+            [0.5, 0.5, 0.5],
+        ),
         # fraction 0.1 of (high - low) = (0.4, 0.2, 0.4) in env units -> 0.2 normalized
         ({"init_noise_std": 0.1, "noise_std_relative": True}, [0.2, 0.2, 0.2]),
         (
@@ -86,14 +89,18 @@ def test_initial_log_std(kwargs, expected_policy_std):
     torch.testing.assert_close(model.action_std(), torch.tensor(expected_env_std))
 
 
-def test_unbounded_box_keeps_env_units_and_relative_std_needs_bounds():
+def test_unbounded_box_keeps_env_units_and_counts_as_unit_range_for_relative_std():
     unbounded = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
-    model = ActorCritic(OBS, unbounded, _policy(init_noise_std=0.7))
+    model = ActorCritic(OBS, unbounded, _policy(init_noise_std=0.7, noise_std_relative=False))
     torch.testing.assert_close(model.distribution.std(), torch.full((2,), 0.7))
     a = torch.tensor([[5.0, -30.0]])
     torch.testing.assert_close(model.to_env(a), a)
-    with pytest.raises(EnvError, match="finite action bounds"):
-        ActorCritic(OBS, unbounded, _policy(init_noise_std=0.1, noise_std_relative=True))
+    # Relative (the default): an unbounded dimension counts as [-1, 1], so 0.35 of it is 0.7.
+    relative = ActorCritic(OBS, unbounded, _policy(init_noise_std=0.35))
+    torch.testing.assert_close(relative.distribution.std(), torch.full((2,), 0.7))
+    half = gym.spaces.Box(np.array([-np.inf, -3.0]), np.array([np.inf, 3.0]), (2,), np.float32)
+    mixed = ActorCritic(OBS, half, _policy(init_noise_std=0.1))
+    torch.testing.assert_close(mixed.action_std(), torch.tensor([0.2, 0.6]))
 
 
 def test_to_env_rescales_and_clips():
@@ -147,7 +154,10 @@ def test_evaluate_and_forward():
 def test_ppo_act_stores_unclipped_sample_and_returns_clipped_env_action(make_ppo):
     space = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
     ppo = make_ppo(
-        obs_dim=3, action_space=space, num_envs=64, policy=PolicyConfig(init_noise_std=10.0)
+        obs_dim=3,
+        action_space=space,
+        num_envs=64,
+        policy=PolicyConfig(init_noise_std=10.0, noise_std_relative=False),
     )
     obs = torch.randn(64, 3)
     env_actions = ppo.act(obs)

@@ -92,15 +92,9 @@ def make_distribution(action_space: gym.Space, cfg: PolicyConfig) -> nn.Module:
                 f"Box action space of shape {action_space.shape} is not supported; flatten it to 1-D"
                 " (gymnasium.wrappers.FlattenAction... or reshape in a wrapper)"
             )
-        low, high = action_space.low.astype(np.float64), action_space.high.astype(np.float64)
-        finite = np.isfinite(low) & np.isfinite(high)
-        if cfg.noise_std_relative:
-            if not finite.all():
-                raise EnvError(
-                    "policy.noise_std_relative needs finite action bounds; this env's Box is"
-                    f" [{low}, {high}]; give an absolute --policy.init_noise_std instead"
-                )
-            std_env = cfg.init_noise_std * (high - low)
+        low = action_space.low.astype(np.float64)
+        if cfg.noise_std_relative:  # one convention for any action range (unbounded: [-1, 1])
+            std_env = cfg.init_noise_std * 2.0 * action_half_range(action_space)
         else:
             std_env = np.full(low.shape, cfg.init_noise_std)
         scale = action_half_range(action_space) if cfg.rescale_actions else np.ones_like(low)
