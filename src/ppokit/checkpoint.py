@@ -64,19 +64,31 @@ def training_state(cfg: Any, ppo: Any, global_step: int, episodes: Any) -> dict:
     }
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory (its checkpoints/latest.pt)."""
+def resolve_checkpoint(path: str | Path, which: str = "latest") -> Path:
+    """A checkpoint file, or a run directory's checkpoint `which`: latest (checkpoints/latest.pt),
+    best (checkpoints/best.pt, kept by eval.every) or update_N."""
     p = Path(path)
+    name = f"{which.removesuffix('.pt')}.pt"
     if p.is_dir():
-        for candidate in (p / "checkpoints" / LATEST, p / LATEST):
+        for candidate in (p / "checkpoints" / name, p / name):
             if candidate.is_file():
                 return candidate
+        if which == "best":
+            hint = "best.pt is kept by evaluations during training (--eval.every N)"
+        else:
+            hint = "train it first or pass a checkpoint file"
+        present = sorted(f.stem for f in (p / "checkpoints").glob("*.pt"))
+        listing = f" (it has: {', '.join(present)})" if present else ""
         raise CheckpointError(
-            f"{str(p)!r} has no checkpoint (looked for checkpoints/{LATEST}); train it first or"
-            " pass a checkpoint file"
+            f"{str(p)!r} has no checkpoint {which!r} (looked for checkpoints/{name}){listing};"
+            f" {hint}"
         )
     if not p.exists():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+    if which != "latest":
+        raise CheckpointError(
+            f"--checkpoint {which} picks a checkpoint of a run directory; {str(p)!r} is a file"
+        )
     return p
 
 

@@ -28,9 +28,10 @@ def _parse_field_value(text: str, tp: Any) -> Any:
     return C.parse_cli_value(text)
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field: --section.field (also --section.field-with-dashes)."""
-    defaults = C.to_dict(C.TrainConfig())
+def add_config_flags(parser: argparse.ArgumentParser, shown: C.TrainConfig | None = None) -> None:
+    """One flag per config field: --section.field (also --section.field-with-dashes); the help
+    shows each field's value in `shown` (the config the other flags choose) or its default."""
+    defaults = C.to_dict(shown if shown is not None else C.TrainConfig())
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, tp, f in C.iter_fields():
         if name in NOT_FLAGS:
@@ -78,25 +79,44 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_source_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    source = parser.add_argument_group("config source")
+    source.add_argument(
+        "--preset",
+        help=f"name of a preset in configs/ (default: pendulum; with --env alone, the recipe of"
+        f" the env's family). Presets: {', '.join(C.available_presets())}",
+    )
+    source.add_argument("--config", help="path of a YAML config file (same keys as config.yaml)")
+    source.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the fully resolved config as YAML and exit (nothing is trained or written)",
+    )
+    return source
+
+
+def build_parser(shown: tuple[C.TrainConfig, str] | None = None) -> argparse.ArgumentParser:
+    """The parser; `shown` is the config (and where it came from) whose values `train --help`
+    and `verify --help` list next to each flag."""
     parser = _Parser(
         prog="ppokit", description="PPO for continuous control and robotics.", allow_abbrev=False
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+    shown_cfg, shown_from = shown if shown is not None else (None, "the built-in defaults")
     train = sub.add_parser(
         "train",
         help="train a policy",
         description=(
             "Train with PPO. The config is resolved as defaults <- --preset or --config <- flags, "
-            "and written to <run dir>/config.yaml. Flags take YAML values: 3e-4, true, null, [64,64]."
-            f" Presets: {', '.join(C.available_presets())}."
+            "and written to <run dir>/config.yaml. Without --preset or --config the pendulum preset"
+            " is used, or with --env ID the recipe of the env's family (MuJoCo, discrete, classic"
+            " control, Dict observations). Flags take YAML values: 3e-4, true, null, [64,64]."
+            f" The values listed below are those of {shown_from}; give --preset/--config/--env"
+            " with --help to list theirs."
         ),
         allow_abbrev=False,
     )
-    source = train.add_argument_group("config source")
-    source.add_argument("--preset", help="name of a preset in configs/ (default: pendulum)")
-    source.add_argument("--config", help="path of a YAML config file (same keys as config.yaml)")
+    source = add_source_flags(train)
     source.add_argument(
         "--resume",
         metavar="PATH",
@@ -105,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--run-dir", help="exact run directory to write (default: <log.root>/<name>)"
     )
-    add_config_flags(train)
+    add_config_flags(train, shown_cfg)
     train.add_argument(
         "--wandb",
         action="store_const",
@@ -115,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log to Weights & Biases (same as --log.wandb true; --log.wandb_mode offline works without a network)",
     )
     add_eval_parser(sub)
-    add_verify_parser(sub)
+    add_verify_parser(sub, shown_cfg)
     add_plot_parser(sub)
     add_export_parser(sub)
     add_graph_parser(sub)
@@ -135,6 +155,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
     )
     p.add_argument("path", metavar="PATH", help="run directory, checkpoint or exported policy")
+    add_checkpoint_flag(p)
     p.add_argument("--episodes", type=int, default=10, help="episodes to run (default: 10)")
     p.add_argument(
         "--stochastic", action="store_true", help="sample actions instead of the mean/argmax"
@@ -167,7 +188,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
 
 
-def add_verify_parser(sub: argparse._SubParsersAction) -> None:
+def add_verify_parser(sub: argparse._SubParsersAction, shown: C.TrainConfig | None) -> None:
     p = sub.add_parser(
         "verify",
         help="check PPO's implementation details on the objects a config builds",
@@ -180,18 +201,46 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
         ),
         allow_abbrev=False,
     )
-    source = p.add_argument_group("config source")
-    source.add_argument("--preset", help="name of a preset in configs/ (default: pendulum)")
-    source.add_argument("--config", help="path of a YAML config file (same keys as config.yaml)")
-    add_config_flags(p)
+    add_source_flags(p)
+    add_config_flags(p, shown)
+
+
+def resolve_config(
+    preset: str | None, config_file: str | None, overrides: dict[str, Any]
+) -> tuple[C.TrainConfig, str | None]:
+    """The config of a train/verify command line, and the one-line note of the recipe when the
+    env's family chose it (no --preset or --config, but --env)."""
+    if preset or config_file or "env.id" not in overrides:
+        return C.load_config(
+            preset or (None if config_file else "pendulum"), config_file, overrides
+        ), None
+    from ppokit.recipes import pick_recipe, recipe_config
+
+    typed = C.apply_overrides(C.TrainConfig(), overrides, "command-line overrides")
+    recipe = pick_recipe(typed.env.id, typed.env.kwargs)
+    cfg = C.apply_overrides(
+        recipe_config(recipe, typed.env.id), overrides, "command-line overrides"
+    )
+    C.validate(cfg)
+    return cfg, recipe.announce(typed.env.id)
+
+
+def print_config(cfg: C.TrainConfig, note: str | None) -> int:
+    if note:
+        print(f"# {note}")
+    print(C.config_yaml(cfg), end="")
+    return 0
 
 
 def cmd_verify(ns: argparse.Namespace) -> int:
     from ppokit.trainer import resolve_device
     from ppokit.verify import format_table, verify
 
-    preset = ns.preset if (ns.preset or ns.config) else "pendulum"
-    cfg = C.load_config(preset, ns.config, config_overrides(ns))
+    cfg, note = resolve_config(ns.preset, ns.config, config_overrides(ns))
+    if ns.print_config:
+        return print_config(cfg, note)
+    if note:
+        print(note)
     rows = verify(cfg, resolve_device(cfg.device))
     print(f"ppokit verify: {cfg.preset or ns.config} ({cfg.env.id}, {cfg.env.num_envs} envs)")
     print(format_table(rows))
@@ -201,6 +250,25 @@ def cmd_verify(ns: argparse.Namespace) -> int:
         return 1
     print(f"all {len(rows)} checks passed")
     return 0
+
+
+def add_checkpoint_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        default="latest",
+        metavar="NAME",
+        help="which checkpoint of a run directory: latest, best (the best evaluation during"
+        " training, --eval.every) or update_N (default: latest)",
+    )
+
+
+def checkpoint_path(ns: argparse.Namespace) -> str:
+    """PATH, or the checkpoint --checkpoint names in the run directory PATH."""
+    if ns.checkpoint == "latest":
+        return ns.path
+    from ppokit.checkpoint import resolve_checkpoint
+
+    return str(resolve_checkpoint(ns.path, ns.checkpoint))
 
 
 def add_plot_parser(sub: argparse._SubParsersAction) -> None:
@@ -242,6 +310,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
     )
     p.add_argument("path", metavar="PATH", help="run directory or checkpoint")
+    add_checkpoint_flag(p)
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="file format")
     p.add_argument(
         "--out",
@@ -260,9 +329,13 @@ def cmd_train(ns: argparse.Namespace) -> int:
         base = C.load_config(ns.preset, ns.config) if ns.preset or ns.config else saved
         cfg = C.apply_overrides(base, overrides, "command-line overrides")
         C.validate(cfg)
+        note = None
     else:
-        preset = ns.preset if (ns.preset or ns.config) else "pendulum"
-        cfg = C.load_config(preset, ns.config, overrides)
+        cfg, note = resolve_config(ns.preset, ns.config, overrides)
+    if ns.print_config:
+        return print_config(cfg, note)
+    if note:
+        print(note, flush=True)
     trainer = Trainer(cfg, run_dir=ns.run_dir, resume=ns.resume)
     if not trainer.is_main:  # torchrun: rank 0 reports for every rank
         return 130 if trainer.train().interrupted else 0
@@ -285,7 +358,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from ppokit.evaluate import run_eval
 
     report = run_eval(
-        ns.path,
+        checkpoint_path(ns),
         episodes=ns.episodes,
         deterministic=not ns.stochastic,
         seed=ns.seed,
@@ -334,7 +407,7 @@ def cmd_plot(ns: argparse.Namespace) -> int:
 def cmd_export(ns: argparse.Namespace) -> int:
     from ppokit.export import export_policy
 
-    result = export_policy(ns.path, ns.format, ns.out)
+    result = export_policy(checkpoint_path(ns), ns.format, ns.out)
     print(
         f"exported {result.format} policy to {result.path}; verified on {result.samples} random"
         f" observations: max abs difference {result.max_abs_diff:.2e}"
@@ -494,10 +567,29 @@ COMMANDS = {
 }
 
 
+def help_config(argv: Sequence[str]) -> tuple[C.TrainConfig, str] | None:
+    """For `train --help` / `verify --help`: the config that --preset, --config and --env on the
+    same line choose, so the help lists its values rather than the built-in defaults."""
+    if not argv or argv[0] not in ("train", "verify") or not {"-h", "--help"} & set(argv):
+        return None
+    pre = argparse.ArgumentParser(add_help=False)
+    for flag in ("--preset", "--config", "--env", "--env.id"):
+        pre.add_argument(flag)
+    known, _ = pre.parse_known_args(argv[1:])
+    env_id = known.env or getattr(known, "env.id")
+    cfg, _ = resolve_config(known.preset, known.config, {"env.id": env_id} if env_id else {})
+    if known.config:
+        return cfg, f"config file {known.config}"
+    if known.preset or not env_id:
+        return cfg, f"preset {cfg.preset}"
+    return cfg, f"the recipe for {env_id} (preset {cfg.preset} with env.id {env_id})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        parser = build_parser(help_config(argv))
+        ns = parser.parse_args(argv)
         return COMMANDS[ns.command](ns)
     except PPOKitError as e:
         print(f"error: {e}", file=sys.stderr)

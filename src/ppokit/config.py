@@ -198,6 +198,22 @@ class LogConfig:
 @dataclass
 class EvalConfig:
     episodes: int = opt(10, "episodes of the final deterministic evaluation (0 skips it)")
+    every: int = opt(
+        0,
+        "evaluate deterministically every this many updates during training, log eval/* and keep"
+        " the best policy in checkpoints/best.pt (0: never)",
+    )
+    every_steps: int = opt(
+        0, "as eval.every, in env steps (rounded up to whole updates); set one of the two"
+    )
+    periodic_episodes: int = opt(10, "episodes of each evaluation during training")
+    target_return: float | None = opt(
+        None, "stop training once an evaluation during training reaches this mean return"
+    )
+    patience: int = opt(
+        0,
+        "stop training after this many evaluations during training without a new best (0: never)",
+    )
 
 
 @dataclass
@@ -208,7 +224,11 @@ class TrainConfig:
     ema: EmaConfig = field(default_factory=EmaConfig)
     log: LogConfig = field(default_factory=LogConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    total_steps: int = opt(100_000, "environment steps to train for (summed over envs)")
+    total_steps: int = opt(
+        100_000,
+        "environment steps to train for (summed over envs), rounded up to whole updates of"
+        " num_envs x num_steps (the run says so when it rounds)",
+    )
     seed: int = opt(1, "random seed (torch, numpy, env resets)")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     precision: Literal["fp32", "bf16"] = opt(
@@ -463,8 +483,13 @@ def load_config(
     return cfg
 
 
+def config_yaml(cfg: TrainConfig) -> str:
+    """The fully resolved config as YAML (config.yaml, `ppokit train --print-config`)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
 def save_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    path.write_text(config_yaml(cfg))
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -505,6 +530,20 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             "algo.recompute_advantages supports feedforward policies only (recurrent values"
             " depend on the stored memory states); set it false or policy.memory none"
+        )
+    e = cfg.eval
+    for name in ("episodes", "every", "every_steps", "patience"):
+        if getattr(e, name) < 0:
+            raise ConfigError(f"eval.{name} must be >= 0, got {getattr(e, name)}")
+    positive("eval.periodic_episodes", e.periodic_episodes)
+    if e.every and e.every_steps:
+        raise ConfigError(
+            f"set eval.every ({e.every} updates) or eval.every_steps ({e.every_steps} steps), not both"
+        )
+    if (e.target_return is not None or e.patience) and not (e.every or e.every_steps):
+        raise ConfigError(
+            "eval.target_return and eval.patience act on evaluations during training; set"
+            " eval.every (updates) or eval.every_steps too, e.g. --eval.every 10"
         )
     if not 0.0 <= cfg.ema.decay < 1.0:
         raise ConfigError(f"ema.decay must be in [0, 1) (0 disables), got {cfg.ema.decay}")

@@ -12,14 +12,20 @@ from ppokit.config import LogConfig
 
 
 class CSVWriter:
-    """metrics.csv with one row per update; the header grows (file rewritten) if new keys appear."""
+    """metrics.csv with one row per update, its columns in the order declared up front (a run's
+    episode metrics appear after its first rows, but their column is there from the start). A key
+    nobody declared (a user callback's metric) adds a column: the file is rewritten then."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, columns: list[str] | None = None) -> None:
         self.path = path
         self.columns: list[str] = []
         if path.exists():  # resuming: keep the rows written so far
             with path.open() as f:
                 self.columns = next(csv.reader(f), [])
+        if not self.columns and columns:
+            self.columns = list(columns)
+            with self.path.open("w", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writeheader()
 
     def write(self, row: dict[str, Any]) -> None:
         new = [k for k in row if k not in self.columns]
@@ -84,12 +90,20 @@ class Progress:
 class RunLogger:
     """Writes scalar metrics of each update to TensorBoard, CSV and optionally W&B."""
 
-    def __init__(self, run_dir: Path, cfg: LogConfig, config_dict: dict, run_name: str) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: LogConfig,
+        config_dict: dict,
+        run_name: str,
+        metric_names: list[str] | None = None,
+    ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = run_dir
         self.tb = SummaryWriter(log_dir=str(run_dir))
-        self.csv = CSVWriter(run_dir / "metrics.csv")
+        columns = ["global_step", *metric_names] if metric_names else None
+        self.csv = CSVWriter(run_dir / "metrics.csv", columns)
         self.wandb_run = None
         if cfg.wandb and cfg.wandb_mode != "disabled":
             try:

@@ -23,10 +23,10 @@ import torch
 from ppokit import checkpoint as ckpt
 from ppokit import distributed
 from ppokit.algo.ppo import PPO
-from ppokit.config import TrainConfig, from_dict, save_config, to_dict
+from ppokit.config import TrainConfig, from_dict, load_preset, save_config, to_dict
 from ppokit.envs import VecEnv, make_env
 from ppokit.episodes import EpisodeTracker
-from ppokit.errors import CheckpointError
+from ppokit.errors import CheckpointError, ConfigError
 from ppokit.evaluate import evaluate_policy, policy_fn
 from ppokit.logging import Progress, RunLogger
 from ppokit.nn.actor_critic import ActorCritic
@@ -62,6 +62,11 @@ class TrainResult:
     mean_return: float | None
     eval: dict | None
     interrupted: bool = False
+    best_eval: dict | None = None  # the best evaluation during training (eval.every)
+    stop_reason: str | None = None  # why training ended before total_steps (early stop)
+
+
+Callback = Callable[["Trainer", dict], None]
 
 
 class Trainer:
@@ -71,6 +76,10 @@ class Trainer:
     `cfg.env.num_envs` envs seeded apart from the other ranks', the update is shared, and rank 0
     alone writes logs, progress and checkpoints. `steps_per_update` and `global_step` count every
     rank's steps.
+
+    `callbacks` are called on every rank after each update, as `callback(trainer, metrics)`,
+    before the metrics are logged: a callback may add entries to `metrics` (they are logged with
+    the rest) and may end training with `trainer.stop_training(reason)` (docs/training.md).
 
     `env` trains on an environment built elsewhere (a GPU simulator behind
     `ppokit.envs.isaaclab.IsaacLabVecEnv`, `TorchVecEnv`, ...) instead of `make_env(cfg.env)`;
@@ -83,7 +92,7 @@ class Trainer:
         cfg: TrainConfig,
         run_dir: str | Path | None = None,
         resume: str | Path | None = None,
-        callbacks: list[Callable[[Trainer, dict], None]] | None = None,
+        callbacks: list[Callback] | None = None,
         env: VecEnv | None = None,
     ) -> None:
         state = ckpt.load_checkpoint(resume) if resume is not None else None
@@ -102,6 +111,11 @@ class Trainer:
         self.env = env if env is not None else make_env(cfg.env, self.device)
         if self.external_env:
             check_external_env(self.env, cfg, self.device)
+            if cfg.eval.every or cfg.eval.every_steps:
+                raise ConfigError(
+                    "eval.every needs envs ppokit can build for evaluation, which an env handed"
+                    " to the Trainer is not; set eval.every 0 and evaluate the checkpoints"
+                )
         self.model = ActorCritic(
             self.env.observation_space,
             self.env.action_space,
@@ -111,6 +125,11 @@ class Trainer:
         ).to(self.device)
         self.steps_per_update = cfg.algo.num_steps * cfg.env.num_envs * world
         self.total_updates = math.ceil(cfg.total_steps / self.steps_per_update)
+        e = cfg.eval
+        self.eval_every = e.every or math.ceil(e.every_steps / self.steps_per_update)
+        # The best evaluation during training so far, and evaluations since it (eval.patience).
+        self.best_eval: dict | None = None
+        self.evals_since_best = 0
         self.ppo = PPO(self.model, cfg, self.device, self.total_updates, sync=self.sync)
         # Episodes of every rank's envs (their rewards and done flags are gathered per update).
         self.episodes = EpisodeTracker(
@@ -131,6 +150,7 @@ class Trainer:
         self.logger: RunLogger | None = None
         self.stop_requested = False
         self._stop_pending = False  # distributed: asked on this rank, not yet agreed on
+        self.stop_reason: str | None = None  # set by stop_training (early stop, callbacks)
 
     @property
     def is_main(self) -> bool:
@@ -141,6 +161,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """The checkpoint; under torchrun every rank must call it (RNG states are gathered)."""
         state = ckpt.training_state(self.cfg, self.ppo, self.global_step, self.episodes)
+        state["best_eval"] = {"result": self.best_eval, "evals_since": self.evals_since_best}
         if self.sync.distributed:  # each rank's RNG streams, so every rank resumes exactly
             state["rng_ranks"] = self.sync.gather_object(state["rng"])
         return state
@@ -160,6 +181,8 @@ class Trainer:
         self.ppo.schedule.total_updates = max(1, self.total_updates)
         self.global_step = int(state["global_step"])
         self.episodes.load_state_dict(state["episodes"])
+        best = state.get("best_eval") or {}
+        self.best_eval, self.evals_since_best = best.get("result"), best.get("evals_since", 0)
         ranks = state.get("rng_ranks")
         if ranks is not None and len(ranks) == self.sync.world_size:
             ckpt.set_rng_state(ranks[self.sync.rank])
@@ -170,14 +193,17 @@ class Trainer:
         # Envs restart episodes at resume, so per-env running returns start over too.
         self.ppo.reward_scaler.reset()
 
-    def save_checkpoint(self) -> Path:
-        """Write the checkpoint (rank 0; under torchrun every rank calls this together)."""
+    def save_checkpoint(self, name: str | None = None) -> Path:
+        """Write the checkpoint update_N.pt and latest.pt, or only checkpoints/<name>.pt when
+        `name` is given (rank 0; under torchrun every rank calls this together)."""
         state = self.state_dict()
         folder = self.run_dir / "checkpoints"
-        path = folder / f"update_{self.ppo.updates:06d}.pt"
+        path = folder / (f"{name}.pt" if name else f"update_{self.ppo.updates:06d}.pt")
         if not self.is_main:
             return path
         ckpt.save_atomic(state, path)
+        if name:
+            return path
         ckpt.save_atomic(state, folder / ckpt.LATEST)
         periodic = sorted(folder.glob("update_*.pt"))
         for old in periodic[: max(0, len(periodic) - max(1, self.cfg.log.keep_checkpoints))]:
@@ -214,10 +240,43 @@ class Trainer:
         else:
             self.stop_requested = True
 
+    def stop_training(self, reason: str) -> None:
+        """End training after the current update, as a finished run (not an interruption): the
+        final checkpoint and evaluation follow. Called by the early stops and by callbacks."""
+        self.stop_reason = reason
+
+    def say(self, message: str) -> None:
+        """One line to the console from rank 0."""
+        if self.is_main:
+            print(message, flush=True)
+
+    def metric_names(self) -> list[str]:
+        """The metrics every update logs, in order (metrics.csv's columns)."""
+        names = self.ppo.metric_names() + ["charts/episode_return", "charts/episode_length"]
+        names += ["charts/SPS", "time/rollout_s", "time/update_s"]
+        if self.eval_every:
+            names += [
+                f"eval/{k}" for k in ("mean_return", "std_return", "mean_length", "best_return")
+            ]
+        elif self.cfg.eval.episodes:
+            names.append("eval/mean_return")  # the final evaluation's row
+        return names
+
     def train(self) -> TrainResult:
         cfg = self.cfg
         if self.is_main:
-            self.logger = RunLogger(self.run_dir, cfg.log, to_dict(cfg), self.run_dir.name)
+            self.logger = RunLogger(
+                self.run_dir, cfg.log, to_dict(cfg), self.run_dir.name, self.metric_names()
+            )
+        planned = self.total_updates * self.steps_per_update
+        if self.ppo.updates == 0 and planned != cfg.total_steps:
+            self.say(
+                f"total_steps {cfg.total_steps:,} is not a multiple of the {self.steps_per_update:,}"
+                f" steps per update ({cfg.env.num_envs * self.sync.world_size} envs x"
+                f" {cfg.algo.num_steps} steps): training runs {self.total_updates:,} updates ="
+                f" {planned:,} steps"
+            )
+        self.stop_reason = None
         progress = Progress(
             self.total_updates * self.steps_per_update,
             self.global_step,
@@ -233,8 +292,13 @@ class Trainer:
         )
         self.ppo.reset_memory()  # recurrent policies: new episodes start from a zero state
         start_time, start_step = time.perf_counter(), self.global_step
+        compiling = self.ppo.compiled is not None
         try:
-            while self.ppo.updates < self.total_updates and not self.stop_requested:
+            while (
+                self.ppo.updates < self.total_updates
+                and not self.stop_requested
+                and self.stop_reason is None
+            ):
                 t0 = time.perf_counter()
                 obs = self.collect(obs)
                 if self.stop_requested:
@@ -244,18 +308,29 @@ class Trainer:
                     *self.sync.gather_envs(self.ppo.buffer.rewards, self.ppo.buffer.dones)
                 )
                 self.ppo.finish_rollout(obs)
+                if compiling:
+                    self.say(
+                        "algo.compile: compiling the update with torch.compile (one-off, tens of seconds on a CPU)"
+                    )
                 metrics = self.ppo.update()
                 t2 = time.perf_counter()
+                if compiling:
+                    self.say(
+                        f"algo.compile: the first update took {t2 - t1:.0f} s with compilation"
+                    )
+                    compiling = False
                 sps = (self.global_step - start_step) / (time.perf_counter() - start_time)
                 metrics.update(self._episode_metrics())
                 metrics.update(
                     {"charts/SPS": sps, "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
                 )
+                if self.eval_every and self.ppo.updates % self.eval_every == 0:
+                    metrics.update(self.periodic_evaluation())
+                for callback in self.callbacks:
+                    callback(self, metrics)
                 if self.logger is not None:
                     self.logger.log(self.global_step, metrics)
                 progress.update(self.global_step, sps, self.episodes.mean_return())
-                for callback in self.callbacks:
-                    callback(self, metrics)
                 every = cfg.log.checkpoint_every
                 if (
                     every
@@ -269,6 +344,8 @@ class Trainer:
             restore_handlers(handlers)
             progress.close()
         interrupted = self.stop_requested
+        if self.stop_reason is not None and not interrupted:
+            self.say(f"stopped early after {self.global_step:,} steps: {self.stop_reason}")
         # A stop mid-rollout discards the partial rollout: checkpoints fall on update boundaries.
         self.ppo.buffer.reset()
         path = self.save_checkpoint()
@@ -294,7 +371,41 @@ class Trainer:
             self.episodes.mean_return(),
             eval_result,
             interrupted,
+            self.best_eval,
+            self.stop_reason,
         )
+
+    def periodic_evaluation(self) -> dict[str, float]:
+        """An evaluation during training (eval.every): keeps checkpoints/best.pt at the best
+        mean return so far and applies the early stops; returns the eval/* metrics.
+
+        Rank 0 evaluates and every rank takes its result, so every rank decides alike."""
+        e = self.cfg.eval
+        result = self.evaluate(e.periodic_episodes) if self.is_main else None
+        result = self.sync.broadcast_object(result)
+        result = {**result, "global_step": self.global_step, "update": self.ppo.updates}
+        if self.best_eval is None or result["mean_return"] > self.best_eval["mean_return"]:
+            self.best_eval, self.evals_since_best = result, 0
+            self.save_checkpoint("best")
+        else:
+            self.evals_since_best += 1
+        best = self.best_eval["mean_return"]
+        if e.target_return is not None and result["mean_return"] >= e.target_return:
+            self.stop_training(
+                f"evaluation return {result['mean_return']:.1f} reached eval.target_return"
+                f" {e.target_return:g}"
+            )
+        elif e.patience and self.evals_since_best >= e.patience:
+            self.stop_training(
+                f"no new best in {e.patience} evaluations (eval.patience); best {best:.1f} at"
+                f" step {self.best_eval['global_step']:,} (checkpoints/best.pt)"
+            )
+        return {
+            "eval/mean_return": result["mean_return"],
+            "eval/std_return": result["std_return"],
+            "eval/mean_length": result["mean_length"],
+            "eval/best_return": best,
+        }
 
     def evaluate(self, episodes: int, deterministic: bool = True, seed: int | None = None) -> dict:
         """Deterministic evaluation on fresh envs (seeded apart from the training envs)."""
@@ -354,11 +465,19 @@ def restore_handlers(previous: dict) -> None:
         signal.signal(sig, handler)
 
 
+def run_label(cfg: TrainConfig) -> str:
+    """The preset's name when it trains its own env, else the env id (a recipe on another env)."""
+    if cfg.preset:
+        try:
+            if load_preset(cfg.preset).env.id == cfg.env.id:
+                return cfg.preset
+        except ConfigError:  # a preset that no longer exists (an old run's config)
+            pass
+    return cfg.env.id.replace("/", "_").replace(":", "_")
+
+
 def default_run_dir(cfg: TrainConfig) -> Path:
-    stem = (
-        cfg.log.run_name
-        or f"{cfg.preset or cfg.env.id.replace('/', '_')}_s{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+    stem = cfg.log.run_name or f"{run_label(cfg)}_s{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
     path = Path(cfg.log.root) / stem
     suffix = 1
     while path.exists() and not cfg.log.run_name:

@@ -232,21 +232,22 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path):
             time.sleep(0.05)
         else:
             pytest.fail(f"no metrics row before the deadline: {proc.communicate()}")
+        rows_at_signal = len(metrics.read_text().splitlines()) - 1
         proc.send_signal(signal.SIGINT)
-        sent = time.monotonic()
-        stdout, stderr = proc.communicate(timeout=15)
-        elapsed = time.monotonic() - sent
+        stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, (stdout, stderr)
-    assert elapsed < 5
     assert "interrupted" in stdout
     assert "Traceback" not in stderr
     state = ckpt.load_checkpoint(run_dir)
     updates = state["ppo"]["updates"]
     assert updates >= 1 and state["global_step"] == updates * 32
+    # It stopped at the next step boundary, not at the end of the 10M-step run (312,500 updates;
+    # a few updates of 32 steps may finish between reading the rows and the signal arriving).
+    assert updates <= rows_at_signal + 50
     _, rows = read_metrics(run_dir)
     assert int(rows[-1]["global_step"]) == state["global_step"]
     assert not list(run_dir.glob("checkpoints/.*.tmp"))

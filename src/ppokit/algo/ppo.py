@@ -480,6 +480,25 @@ class PPO:
         self.last_epoch_kls = epoch_kls
         return metrics
 
+    def metric_names(self) -> list[str]:
+        """The keys `update()` returns, in its order (metrics.csv declares its columns up front)."""
+        names = [
+            "losses/policy_loss",
+            "losses/value_loss",
+            "losses/entropy",
+            "losses/approx_kl",
+            "losses/clip_fraction",
+            "losses/explained_variance",
+            "losses/epochs_run",
+            "losses/early_stopped",
+            "charts/learning_rate",
+        ]
+        if self.model.action_std() is not None:
+            names.append("charts/action_std")
+        if self.ema is not None:
+            names += ["charts/ema_weight_mean", "charts/ema_weight_max"]
+        return names
+
     def _minibatch_step(self, mb: Minibatch, check_kl: bool) -> torch.Tensor | None:
         """One gradient step; None (and no step) when the KL early stop fires.
 
