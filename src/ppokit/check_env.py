@@ -170,8 +170,9 @@ def space_rows(env: gym.Env) -> list[Row]:
                 Row(
                     "action space",
                     "warn",
-                    f"{detail}; unbounded: actions are not rescaled from [-1, 1] and"
-                    " policy.init_noise_std is in env units",
+                    f"{detail}; unbounded: the policy acts in env units there (no rescaling"
+                    " from [-1, 1]) and the initial std treats the range as [-1, 1]: give the"
+                    " Box finite bounds if the actions have a natural range",
                 )
             )
         else:
