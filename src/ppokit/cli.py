@@ -140,6 +140,7 @@ def build_parser(shown: tuple[C.TrainConfig, str] | None = None) -> argparse.Arg
     add_export_parser(sub)
     add_graph_parser(sub)
     add_bench_parser(sub)
+    add_check_env_parser(sub)
     return parser
 
 
@@ -556,6 +557,38 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
+def add_check_env_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check-env",
+        help="check that an environment is ready for PPO with ppokit",
+        description=(
+            "Run Gymnasium's env checker and ppokit's checks on an environment: spaces the"
+            " policy supports, finite observations and rewards over random steps, reset"
+            " determinism by seed, truncation (time limit), reward scale and step rate. Prints"
+            " check / verdict / detail; exits 1 if a check fails."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "env",
+        metavar="ID|module:factory",
+        help="a registered Gymnasium id (also module:ID), or module:factory, a callable in an"
+        " importable module that returns a gymnasium.Env",
+    )
+    p.add_argument("--steps", type=int, default=1000, help="random steps to take (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of resets and actions (default: 0)")
+
+
+def cmd_check_env(ns: argparse.Namespace) -> int:
+    from ppokit.check_env import format_table, run_check_env, verdict_line
+
+    rows, name = run_check_env(ns.env, ns.steps, ns.seed)
+    print(f"ppokit check-env: {name} ({ns.steps} random steps, seed {ns.seed})")
+    print(format_table(rows))
+    print(verdict_line(rows))
+    return 1 if any(r.verdict == "fail" for r in rows) else 0
+
+
 COMMANDS = {
     "bench": cmd_bench,
     "train": cmd_train,
@@ -564,6 +597,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "export": cmd_export,
     "graph": cmd_graph,
+    "check-env": cmd_check_env,
 }
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -92,17 +93,21 @@ class EvalHook(Protocol):
 
 def evaluate_policy(
     policy: Callable[[torch.Tensor], torch.Tensor],
-    env_cfg: EnvConfig,
+    env_cfg: EnvConfig | Callable[[], gym.Env],
     episodes: int = 10,
     seed: int = 0,
     device: torch.device | str = "cpu",
     max_parallel: int = 8,
     hooks: Sequence[EvalHook] = (),
 ) -> dict:
-    """Run `episodes` full episodes; mean/std of return and length, and the per-episode lists
-    (ordered by episode number)."""
+    """Run `episodes` full episodes on up to `max_parallel` envs in this process: of the
+    registered id `env_cfg` names, or made by `env_cfg` when it is a factory of one env. Returns
+    mean/std of return and length, and the per-episode lists (ordered by episode number)."""
     n = max(1, min(episodes, max_parallel))
-    env = GymVecEnv(replace(env_cfg, num_envs=n, vectorization="sync"), device=device)
+    if isinstance(env_cfg, EnvConfig):
+        env = GymVecEnv.from_config(replace(env_cfg, num_envs=n, vectorization="sync"), device)
+    else:
+        env = GymVecEnv.from_factories([env_cfg] * n, "sync", device)
     targets = np.array([episodes // n + (i < episodes % n) for i in range(n)])
     done_counts = np.zeros(n, dtype=int)
     returns = np.zeros(episodes)

@@ -17,16 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from ppokit import checkpoint as ckpt
 from ppokit import distributed
 from ppokit.algo.ppo import PPO
-from ppokit.config import TrainConfig, from_dict, load_preset, save_config, to_dict
+from ppokit.config import EnvConfig, TrainConfig, from_dict, load_preset, save_config, to_dict
 from ppokit.envs import VecEnv, make_env
+from ppokit.envs.external import adapt_external_env
 from ppokit.episodes import EpisodeTracker
-from ppokit.errors import CheckpointError, ConfigError
+from ppokit.errors import CheckpointError, ConfigError, EnvError
 from ppokit.evaluate import evaluate_policy, policy_fn
 from ppokit.logging import Progress, RunLogger
 from ppokit.nn.actor_critic import ActorCritic
@@ -81,10 +83,14 @@ class Trainer:
     before the metrics are logged: a callback may add entries to `metrics` (they are logged with
     the rest) and may end training with `trainer.stop_training(reason)` (docs/training.md).
 
-    `env` trains on an environment built elsewhere (a GPU simulator behind
-    `ppokit.envs.isaaclab.IsaacLabVecEnv`, `TorchVecEnv`, ...) instead of `make_env(cfg.env)`;
-    its `num_envs` must equal `cfg.env.num_envs` and its device the trainer's. Such an env cannot
-    be rebuilt for the final evaluation, which is skipped.
+    `env` trains on an environment built elsewhere instead of `make_env(cfg.env)`: a callable
+    returning a `gymnasium.Env` (ppokit builds `cfg.env.num_envs` of them), a `gymnasium.Env`
+    instance (`cfg.env.num_envs` 1), a `gymnasium.vector.VectorEnv` in SAME_STEP autoreset mode,
+    or a ppokit `VecEnv` (a GPU simulator behind `ppokit.envs.isaaclab.IsaacLabVecEnv`,
+    `TorchVecEnv`, ...); see `ppokit.envs.external`. Its env count must equal
+    `cfg.env.num_envs` and its device the trainer's; the run directory is named after it. The
+    final evaluation runs on new envs of the same kind where ppokit can make them (a callable,
+    or an env whose spec `gym.make` rebuilds) and is skipped, with a printed reason, otherwise.
     """
 
     def __init__(
@@ -93,7 +99,7 @@ class Trainer:
         run_dir: str | Path | None = None,
         resume: str | Path | None = None,
         callbacks: list[Callback] | None = None,
-        env: VecEnv | None = None,
+        env: VecEnv | gym.Env | gym.vector.VectorEnv | Callable[[], gym.Env] | None = None,
     ) -> None:
         state = ckpt.load_checkpoint(resume) if resume is not None else None
         if state is not None:
@@ -107,15 +113,25 @@ class Trainer:
         self.sync.check_same(to_dict(cfg), "config")
         rank, world = self.sync.rank, self.sync.world_size
         seed_everything(cfg.seed + rank)
-        self.external_env = env is not None
-        self.env = env if env is not None else make_env(cfg.env, self.device)
-        if self.external_env:
+        # What the final evaluation builds its envs from: the config, or a factory of the given
+        # env; None when ppokit cannot make more of it (`external_env`: evaluation is skipped).
+        self.eval_env: EnvConfig | Callable[[], gym.Env] | None = cfg.env
+        self.no_eval, run_name = "", None
+        if env is None:
+            self.env = make_env(cfg.env, self.device)
+        else:
+            given = adapt_external_env(env, cfg.env, self.device)
+            self.env, self.eval_env, self.no_eval = given.env, given.make_one, given.no_eval
+            run_name = given.name
             check_external_env(self.env, cfg, self.device)
-            if cfg.eval.every or cfg.eval.every_steps:
+            if self.eval_env is None and (cfg.eval.every or cfg.eval.every_steps):
                 raise ConfigError(
-                    "eval.every needs envs ppokit can build for evaluation, which an env handed"
-                    " to the Trainer is not; set eval.every 0 and evaluate the checkpoints"
+                    f"eval.every needs new envs for evaluation: {self.no_eval}; set eval.every 0"
+                    " and evaluate the checkpoints, or pass a callable that makes the env"
                 )
+            if self.eval_env is None and cfg.eval.episodes > 0 and self.sync.is_main:
+                print(f"final evaluation will be skipped: {self.no_eval}", flush=True)
+        self.external_env = self.eval_env is None
         self.model = ActorCritic(
             self.env.observation_space,
             self.env.action_space,
@@ -140,7 +156,7 @@ class Trainer:
             self._load_state(state)
             self.run_dir = Path(run_dir) if run_dir else Path(state["path"]).resolve().parent.parent
         else:
-            self.run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+            self.run_dir = Path(run_dir) if run_dir else default_run_dir(cfg, run_name)
         # Every rank takes rank 0's run directory (a default name holds rank 0's clock time).
         self.run_dir = Path(self.sync.broadcast_object(str(self.run_dir)))
         if self.is_main:
@@ -408,12 +424,15 @@ class Trainer:
         }
 
     def evaluate(self, episodes: int, deterministic: bool = True, seed: int | None = None) -> dict:
-        """Deterministic evaluation on fresh envs (seeded apart from the training envs)."""
+        """Deterministic evaluation on fresh envs (seeded apart from the training envs): of the
+        config's id, or new envs of the kind handed to the constructor."""
+        if self.eval_env is None:
+            raise EnvError(f"cannot evaluate on new envs: {self.no_eval}")
         self.model.eval()
         try:
             seed = self.cfg.seed + 10_000 if seed is None else seed
             return evaluate_policy(
-                policy_fn(self.model, deterministic), self.cfg.env, episodes, seed, self.device
+                policy_fn(self.model, deterministic), self.eval_env, episodes, seed, self.device
             )
         finally:
             self.model.train()
@@ -465,19 +484,23 @@ def restore_handlers(previous: dict) -> None:
         signal.signal(sig, handler)
 
 
-def run_label(cfg: TrainConfig) -> str:
-    """The preset's name when it trains its own env, else the env id (a recipe on another env)."""
-    if cfg.preset:
+def run_label(cfg: TrainConfig, env_name: str | None = None) -> str:
+    """The preset's name when it trains its own env, else the env's name: `env_name` (an env
+    handed to the Trainer) or the config's env id (a recipe on another env)."""
+    if cfg.preset and env_name is None:
         try:
             if load_preset(cfg.preset).env.id == cfg.env.id:
                 return cfg.preset
         except ConfigError:  # a preset that no longer exists (an old run's config)
             pass
-    return cfg.env.id.replace("/", "_").replace(":", "_")
+    return (env_name or cfg.env.id).replace("/", "_").replace(":", "_")
 
 
-def default_run_dir(cfg: TrainConfig) -> Path:
-    stem = cfg.log.run_name or f"{run_label(cfg)}_s{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+def default_run_dir(cfg: TrainConfig, env_name: str | None = None) -> Path:
+    """<log.root>/<log.run_name>, else <preset or env name>_s<seed>_<time>."""
+    stem = cfg.log.run_name or (
+        f"{run_label(cfg, env_name)}_s{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     path = Path(cfg.log.root) / stem
     suffix = 1
     while path.exists() and not cfg.log.run_name:

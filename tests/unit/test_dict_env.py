@@ -17,7 +17,7 @@ SEED = 10
 
 def make(vectorization: str = "sync", num_envs: int = 2, **kwargs) -> GymVecEnv:
     env_id = f"ppokit_test_envs:{DICT_OBS}" if vectorization == "async" else DICT_OBS
-    return GymVecEnv(
+    return GymVecEnv.from_config(
         EnvConfig(id=env_id, num_envs=num_envs, vectorization=vectorization, kwargs=kwargs)
     )
 

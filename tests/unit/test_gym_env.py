@@ -30,7 +30,7 @@ def make_countdown(vectorization: str, num_envs: int = 2, **kwargs) -> GymVecEnv
         max_episode_steps=max_steps,
         kwargs=kwargs,
     )
-    return GymVecEnv(cfg)
+    return GymVecEnv.from_config(cfg)
 
 
 def run(env: GymVecEnv, steps: int) -> list:

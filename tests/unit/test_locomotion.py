@@ -141,7 +141,7 @@ def test_presets_build_their_model_and_act(preset):
 
     overrides = {"env.num_envs": 2, "algo.num_minibatches": 1, "algo.minibatch_size": None}
     cfg = load_config(preset, overrides=overrides)
-    env = GymVecEnv(cfg.env)
+    env = GymVecEnv.from_config(cfg.env)
     try:
         model = ActorCritic(env.observation_space, env.action_space, cfg.policy)
         ppo = PPO(model, cfg, torch.device("cpu"), 10)

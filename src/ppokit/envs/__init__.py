@@ -28,7 +28,7 @@ def make_env(cfg, device="cpu") -> VecEnv:
     (ppokit/TorchPendulum-v0, ...) on `device`, else Gymnasium envs."""
     if is_torch_env(cfg.id):
         return make_torch_env(cfg.id, cfg.num_envs, device, cfg.max_episode_steps, cfg.kwargs)
-    return GymVecEnv(cfg, device=device)
+    return GymVecEnv.from_config(cfg, device)
 
 
 __all__ = ["GymVecEnv", "StepResult", "TorchVecEnv", "VecEnv", "check_env_id", "make_env"]

@@ -5,6 +5,10 @@ observation of the next episode and reports the observation it ended on in
 ``infos["final_obs"]``. That is what truncation bootstrapping needs, without the extra dummy
 transition of the NEXT_STEP mode.
 
+`GymVecEnv` is built from env factories; a registered id (`GymVecEnv.from_config`) is one way to
+get them, a user's callable another (`ppokit.envs.external`). A user's own Gymnasium vector env
+is wrapped as it is when it autoresets in SAME_STEP mode.
+
 Dict observation spaces come out as a dict of tensors, one per key (uint8 images stay uint8,
 everything else is float32); NaN checks and final observations work per key.
 """
@@ -15,7 +19,7 @@ import difflib
 import importlib
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -85,22 +89,77 @@ def env_factory(
     return make
 
 
-class GymVecEnv:
-    """Adapts a Gymnasium vector env to batched torch tensors on `device`."""
+def env_name(env: object) -> str:
+    """The spec id of a Gymnasium env or vector env, else its (unwrapped) class name."""
+    spec = getattr(env, "spec", None)
+    if spec is not None:
+        return spec.id
+    return type(getattr(env, "unwrapped", env)).__name__
 
-    def __init__(self, cfg: EnvConfig, device: torch.device | str = "cpu") -> None:
-        check_env_id(cfg.id)
+
+def vectorize(
+    env_fns: Sequence[Callable[[], gym.Env]], vectorization: str = "sync", name: str = "env"
+) -> SerialVectorEnv | AsyncVectorEnv:
+    """The envs of `env_fns` as one Gymnasium-style vector env in SAME_STEP autoreset mode: in
+    this process (sync) or one subprocess each (async)."""
+    try:
+        if vectorization == "async":
+            return AsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        return SerialVectorEnv(env_fns)
+    except gym.error.Error as e:
+        raise EnvError(f"cannot build environment {name!r}: {e}") from None
+
+
+def same_step_fix(env: gym.vector.VectorEnv) -> str:
+    """How to build `env` again in SAME_STEP autoreset mode (its own id and count when known)."""
+    spec = getattr(env, "spec", None)
+    env_id = repr(spec.id) if spec is not None else "ID"
+    return (
+        f"gym.make_vec({env_id}, {env.num_envs}, vector_kwargs={{'autoreset_mode':"
+        " gym.vector.AutoresetMode.SAME_STEP}) or SyncVectorEnv(fns,"
+        " autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)"
+    )
+
+
+def check_same_step(env: gym.vector.VectorEnv | SerialVectorEnv) -> None:
+    """Raise EnvError unless the vector env autoresets in SAME_STEP mode, the mode in which a
+    step reports the observation an episode ended on (truncation bootstraps from it)."""
+    mode = env.metadata.get("autoreset_mode")
+    if mode in (AutoresetMode.SAME_STEP, AutoresetMode.SAME_STEP.value):
+        return
+    if isinstance(mode, AutoresetMode):
+        found = f"autoresets in {mode.name} mode"
+    elif mode is None:
+        found = "does not say its autoreset mode (metadata['autoreset_mode'])"
+    else:
+        found = f"has autoreset mode {mode!r}"
+    raise EnvError(
+        f"the vector env {found}; ppokit needs SAME_STEP, which reports the final observation"
+        f" of an episode in the step that ends it (truncation bootstraps from it): build it with"
+        f" {same_step_fix(env)}"
+    )
+
+
+class GymVecEnv:
+    """Adapts a Gymnasium vector env to batched torch tensors on `device`.
+
+    Built from env factories (`from_factories`); a registered id (`from_config`) is one way to
+    get them. The constructor wraps a vector env that already autoresets in SAME_STEP mode (a
+    user's `gym.make_vec(..., vector_kwargs={"autoreset_mode": SAME_STEP})`). `name` appears in
+    error messages.
+    """
+
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv | SerialVectorEnv,
+        device: torch.device | str = "cpu",
+        name: str | None = None,
+    ) -> None:
+        check_same_step(env)
+        self.env = env
         self.device = torch.device(device)
-        self.num_envs = cfg.num_envs
-        self.env_id = cfg.id
-        fns = [env_factory(cfg.id, cfg.max_episode_steps, cfg.kwargs) for _ in range(cfg.num_envs)]
-        try:
-            if cfg.vectorization == "async":
-                self.env = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
-            else:
-                self.env = SerialVectorEnv(fns)
-        except gym.error.Error as e:
-            raise EnvError(f"cannot build environment {cfg.id!r}: {e}") from None
+        self.num_envs = env.num_envs
+        self.env_id = name or env_name(env)
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
         self._discrete_actions = isinstance(
@@ -113,6 +172,28 @@ class GymVecEnv:
                 k: numpy_storage_dtype(s) for k, s in self.observation_space.spaces.items()
             }
         self.steps = 0
+
+    @classmethod
+    def from_factories(
+        cls,
+        env_fns: Sequence[Callable[[], gym.Env]],
+        vectorization: str = "sync",
+        device: torch.device | str = "cpu",
+        name: str | None = None,
+    ) -> GymVecEnv:
+        """One env per factory, stepped in this process (sync) or in subprocesses (async).
+        `name` defaults to the first env's (`env_name`) where it is in this process."""
+        vec = vectorize(env_fns, vectorization, name or "env")
+        if name is None and isinstance(vec, SerialVectorEnv):
+            name = env_name(vec.envs[0])
+        return cls(vec, device, name)
+
+    @classmethod
+    def from_config(cls, cfg: EnvConfig, device: torch.device | str = "cpu") -> GymVecEnv:
+        """`cfg.num_envs` envs of the registered id `cfg.id` (with its time limit and kwargs)."""
+        check_env_id(cfg.id)
+        fns = [env_factory(cfg.id, cfg.max_episode_steps, cfg.kwargs) for _ in range(cfg.num_envs)]
+        return cls.from_factories(fns, cfg.vectorization, device, cfg.id)
 
     def _to_tensor(self, array: np.ndarray, dtype: type = np.float32) -> torch.Tensor:
         array = np.asarray(array, dtype=dtype)

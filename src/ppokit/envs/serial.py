@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
 
 class SerialVectorEnv:
@@ -24,6 +25,7 @@ class SerialVectorEnv:
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]) -> None:
         self.envs = [fn() for fn in env_fns]
         self.num_envs = len(self.envs)
+        self.metadata = {**self.envs[0].metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
         for i, env in enumerate(self.envs[1:], start=1):
