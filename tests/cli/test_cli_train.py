@@ -273,3 +273,29 @@ def test_wandb_offline(tmp_path):
     assert any(offline[0].rglob("*.wandb"))
     assert (tmp_path / "runs" / "wb" / "metrics.csv").is_file()
     assert torch.load(tmp_path / "runs" / "wb" / "checkpoints" / "latest.pt", weights_only=False)
+
+
+def test_eval_during_training_keeps_best_and_eval_export_take_it(tmp_path):
+    root = tmp_path / "runs"
+    proc = ppokit(
+        "train", *TINY_FLAGS, "--total_steps", "100", "--eval.every", "2",
+        "--eval.periodic_episodes", "2", "--log.root", str(root), "--log.run_name", "best",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    # 100 steps are not whole updates of 32: the run says what it trains instead.
+    assert "total_steps 100 is not a multiple of the 32 steps per update" in proc.stdout
+    assert "training runs 4 updates = 128 steps" in proc.stdout
+    run_dir = root / "best"
+    best = ckpt.load_checkpoint(ckpt.resolve_checkpoint(run_dir, "best"))
+    proc = ppokit("eval", str(run_dir), "--checkpoint", "best", "--episodes", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "best_policy.pt"
+    proc = ppokit(
+        "export", str(run_dir), "--checkpoint", "best", "--format", "torchscript", "--out", str(out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0 and out.is_file(), proc.stderr
+    assert best["global_step"] in (64, 128)
+    proc = ppokit("eval", str(run_dir), "--checkpoint", "update_9", cwd=tmp_path)
+    assert_clean_error(proc, "has no checkpoint 'update_9'", "best, latest")
