@@ -29,8 +29,6 @@ import numpy as np
 from ppokit import config as C
 from ppokit.errors import ConfigError, OutputError
 
-MUJOCO_TASKS = ("halfcheetah", "hopper", "walker2d", "ant", "humanoid", "invertedpendulum")
-
 # Published PPO figures at 1M steps (training-episode returns unless noted) and ppokit's targets,
 # printed next to our results. None: no published figure at this budget.
 ANCHORS = {

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ppokit import config as C
+from ppokit.choices import BANDS, DEFAULT_METRIC, MUJOCO_TASKS
 from ppokit.errors import ConfigError, PPOKitError
 
 SHORTCUTS = {"--env": "env.id"}
@@ -78,10 +79,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
+def package_version() -> str:
+    """The installed distribution's version (package metadata), else ppokit.__version__."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("ppokit")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        from ppokit import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """--version: reads the package metadata only when asked (not on every parser build)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> typing.NoReturn:
+        print(f"ppokit {package_version()}")
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ppokit", description="PPO for continuous control and robotics.", allow_abbrev=False
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser(
@@ -204,8 +229,6 @@ def cmd_verify(ns: argparse.Namespace) -> int:
 
 
 def add_plot_parser(sub: argparse._SubParsersAction) -> None:
-    from ppokit.plot import BANDS, DEFAULT_METRIC
-
     p = sub.add_parser(
         "plot",
         help="plot learning curves of runs",
@@ -408,8 +431,6 @@ def cmd_graph(ns: argparse.Namespace) -> int:
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    from ppokit.bench import MUJOCO_TASKS
-
     bench = sub.add_parser(
         "bench", help="benchmarks: learning quality over seeds", allow_abbrev=False
     )
