@@ -372,6 +372,13 @@ def run_eval(
     if png_file is not None and png_file.suffix.lower() != ".png":
         raise ConfigError(f"--analyze-value writes a PNG; give a .png path, not {str(png_file)!r}")
     videos_dir = output_dir(record_dir, "videos") if record_dir is not None else None
+    # Optional packages next: a missing one should not cost a whole evaluation either.
+    if videos_dir is not None:
+        recording.require_video()
+    if png_file is not None:
+        from ppokit.plot import _pyplot
+
+        _pyplot()
 
     from ppokit.trainer import resolve_device
 

@@ -30,9 +30,13 @@ if TYPE_CHECKING:
 IGNORED_FOR_GROUPING = ("seed", "log", "eval", "device", "torch_threads", "preset")
 
 
-def _pyplot():
-    import matplotlib
+PLOT_FEATURE = "plotting (ppokit plot, eval --analyze-value, bench learning)"
 
+
+def _pyplot():
+    from ppokit.extras import require
+
+    matplotlib = require("matplotlib", "plot", PLOT_FEATURE)
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
