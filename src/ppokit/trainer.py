@@ -28,7 +28,7 @@ from ppokit.envs import VecEnv, make_env
 from ppokit.episodes import EpisodeTracker
 from ppokit.errors import CheckpointError
 from ppokit.evaluate import evaluate_policy, policy_fn
-from ppokit.logging import Progress, RunLogger
+from ppokit.logging import Progress, RunLogger, check_wandb
 from ppokit.nn.actor_critic import ActorCritic
 
 # Config fields that must match to resume: they define the shapes and meaning of saved state.
@@ -86,6 +86,7 @@ class Trainer:
         callbacks: list[Callable[[Trainer, dict], None]] | None = None,
         env: VecEnv | None = None,
     ) -> None:
+        check_wandb(cfg.log)  # a missing wandb or API key: one line, before anything is written
         state = ckpt.load_checkpoint(resume) if resume is not None else None
         if state is not None:
             check_resume_compatible(state["config"], cfg)
