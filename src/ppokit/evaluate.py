@@ -425,7 +425,8 @@ def run_eval(
     recorder = None
     if videos_dir is not None:
         recording.check_render_mode(env_cfg.id, env_cfg.kwargs, "rgb_array", "--record")
-        recording.configure_headless_gl()
+        recording.configure_headless_gl()  # MuJoCo: EGL/OSMesa
+        recording.configure_headless_sdl()  # pygame (classic control): no Wayland/X11 probing
         extra = recording.recording_kwargs(env_cfg.id, env_cfg.kwargs)  # a following camera
         env_cfg = replace(env_cfg, kwargs={**env_cfg.kwargs, **extra, "render_mode": "rgb_array"})
         count = episodes if record_episodes is None else min(record_episodes, episodes)

@@ -51,6 +51,23 @@ def configure_headless_gl() -> str | None:
     return None
 
 
+def configure_headless_sdl() -> str | None:
+    """Choose SDL's dummy video driver for off-screen frames when there is no display.
+
+    Classic-control tasks draw rgb_array frames on pygame Surfaces, which need no video driver,
+    but first call `pygame.display.init()`. With no display SDL probes its drivers in turn, and
+    the Wayland probe has libwayland-client print `error: XDG_RUNTIME_DIR is invalid or not set
+    in the environment.` to stderr before SDL falls back to an off-screen driver. Returns the
+    driver in force (None when left to SDL); an explicit SDL_VIDEODRIVER is always respected.
+    """
+    if os.environ.get("SDL_VIDEODRIVER"):
+        return os.environ["SDL_VIDEODRIVER"]
+    if has_display():
+        return None
+    os.environ["SDL_VIDEODRIVER"] = "dummy"
+    return "dummy"
+
+
 TRACKING_CAMERA = "track"  # Gymnasium's MuJoCo locomotion models name their follow camera so
 
 
