@@ -310,10 +310,9 @@ def write_outputs(records: Sequence[RunRecord], out: Path) -> dict:
 
 def run_learning_bench(spec: BenchSpec, log=print) -> dict:
     from ppokit.outputs import make_dir, output_dir
-
-    check_spec(spec)
     from ppokit.plot import _pyplot
 
+    check_spec(spec)
     _pyplot()  # the curve grid needs matplotlib: fail now, not after hours of training
     make_dir(output_dir(spec.out, "benchmark output"), "benchmark output")
     threads = max(1, (os.cpu_count() or 1) // spec.jobs)

@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 
 # Config keys that do not change what is learned: ignored when grouping runs.
 IGNORED_FOR_GROUPING = ("seed", "log", "eval", "device", "torch_threads", "preset")
-
-
+# What needs matplotlib (the `plot` extra), as the error for a missing one names it.
 PLOT_FEATURE = "plotting (ppokit plot, eval --analyze-value, bench learning)"
 
 
