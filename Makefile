@@ -1,15 +1,25 @@
 # Two commands a new user needs: `make train` and `make test`. Both create .venv on first use.
+# `make train` installs torch and ppokit's core (train, eval, checkpoints); `make test` adds the
+# `dev` extra (every optional feature, pytest, ruff); `make install EXTRAS=onnx,video` installs the
+# extras named (pyproject.toml lists them; README.md has the table).
 PYTHON ?= python3
 VENV ?= .venv
 # torch is pinned so a CPU-only machine takes the local CPU wheel instead of GBs of CUDA packages.
-# Override for a GPU machine, e.g. `make train TORCH_SPEC="torch==2.13.0 --index-url ..."`.
+# Another build, e.g. (after `make clean`; torch is installed once per venv):
+#   CPU wheel from PyTorch's index:  make train TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+#   CUDA 12.8:                       make train TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# (pick the index that matches your CUDA driver on https://pytorch.org/get-started/locally/).
 TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?=
 PRESET ?= pendulum
 ARGS ?=
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+comma := ,
+TORCH_STAMP := $(VENV)/.torch
+# One stamp per set of extras: .installed-core (no extras), .installed-dev, .installed-onnx-video...
+stamp = $(VENV)/.installed-$(or $(subst $(comma),-,$(strip $(1))),core)
 
 # Headless rendering (`ppokit eval --record` on MuJoCo tasks, no display, no GPU): Mesa's EGL with
 # the llvmpipe software rasterizer. Installed with apt-get when missing and we are root on a
@@ -18,7 +28,7 @@ MESA_PKGS ?= libegl1 libegl-mesa0 libgl1-mesa-dri
 
 .PHONY: install system-deps train test lint bench clean
 
-install: $(STAMP)
+install: $(call stamp,$(EXTRAS))
 
 system-deps:
 	@if [ -n "$$(ls /usr/lib/*/libEGL_mesa.so.0 /usr/lib/libEGL_mesa.so.0 2>/dev/null)" ] \
@@ -32,26 +42,29 @@ system-deps:
 		echo "note: Mesa EGL not found; install $(MESA_PKGS) (Debian) for headless video recording"; \
 	fi
 
-$(STAMP): pyproject.toml
-	@$(MAKE) --no-print-directory system-deps
+$(TORCH_STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	touch $@
 
-train: $(STAMP)
+# `-e .` for the core, `-e ".[a,b]"` for .installed-a-b; Mesa's EGL with the extras that record videos.
+$(VENV)/.installed-%: pyproject.toml $(TORCH_STAMP)
+	@$(if $(filter video dev all,$(subst -, ,$*)),$(MAKE) --no-print-directory system-deps,:)
+	$(BIN)/python -m pip install --quiet -e $(if $(filter core,$*),.,".[$(subst -,$(comma),$*)]")
+	touch $@
+
+train: $(call stamp,)
 	$(BIN)/ppokit train --preset $(PRESET) $(ARGS)
 
-test: $(STAMP)
+test: $(call stamp,dev)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(call stamp,dev)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+bench: $(call stamp,bench)
 	$(BIN)/python benchmarks/throughput.py
 
 clean:

@@ -29,8 +29,6 @@ import numpy as np
 from ppokit import config as C
 from ppokit.errors import ConfigError, OutputError
 
-MUJOCO_TASKS = ("halfcheetah", "hopper", "walker2d", "ant", "humanoid", "invertedpendulum")
-
 # Published PPO figures at 1M steps (training-episode returns unless noted) and ppokit's targets,
 # printed next to our results. None: no published figure at this budget.
 ANCHORS = {
@@ -312,8 +310,10 @@ def write_outputs(records: Sequence[RunRecord], out: Path) -> dict:
 
 def run_learning_bench(spec: BenchSpec, log=print) -> dict:
     from ppokit.outputs import make_dir, output_dir
+    from ppokit.plot import _pyplot
 
     check_spec(spec)
+    _pyplot()  # the curve grid needs matplotlib: fail now, not after hours of training
     make_dir(output_dir(spec.out, "benchmark output"), "benchmark output")
     threads = max(1, (os.cpu_count() or 1) // spec.jobs)
     jobs = [(task, seed) for task in spec.tasks for seed in spec.seeds]

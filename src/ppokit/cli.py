@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ppokit import config as C
+from ppokit.choices import BANDS, DEFAULT_METRIC, MUJOCO_TASKS
 from ppokit.errors import ConfigError, PPOKitError
 
 SHORTCUTS = {"--env": "env.id"}
@@ -95,12 +96,36 @@ def add_source_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
     return source
 
 
+def package_version() -> str:
+    """The installed distribution's version (package metadata), else ppokit.__version__."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("ppokit")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        from ppokit import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """--version: reads the package metadata only when asked (not on every parser build)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> typing.NoReturn:
+        print(f"ppokit {package_version()}")
+        parser.exit(0)
+
+
 def build_parser(shown: tuple[C.TrainConfig, str] | None = None) -> argparse.ArgumentParser:
     """The parser; `shown` is the config (and where it came from) whose values `train --help`
     and `verify --help` list next to each flag."""
     parser = _Parser(
         prog="ppokit", description="PPO for continuous control and robotics.", allow_abbrev=False
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     shown_cfg, shown_from = shown if shown is not None else (None, "the built-in defaults")
     train = sub.add_parser(
@@ -273,8 +298,6 @@ def checkpoint_path(ns: argparse.Namespace) -> str:
 
 
 def add_plot_parser(sub: argparse._SubParsersAction) -> None:
-    from ppokit.plot import BANDS, DEFAULT_METRIC
-
     p = sub.add_parser(
         "plot",
         help="plot learning curves of runs",
@@ -482,8 +505,6 @@ def cmd_graph(ns: argparse.Namespace) -> int:
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    from ppokit.bench import MUJOCO_TASKS
-
     bench = sub.add_parser(
         "bench", help="benchmarks: learning quality over seeds", allow_abbrev=False
     )

@@ -24,3 +24,7 @@ class ExportError(PPOKitError):
 
 class OutputError(PPOKitError):
     """An output file or directory cannot be written."""
+
+
+class MissingDependencyError(PPOKitError, ImportError):
+    """An optional feature's package is not installed; the message names the pip extra."""

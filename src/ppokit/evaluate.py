@@ -377,6 +377,13 @@ def run_eval(
     if png_file is not None and png_file.suffix.lower() != ".png":
         raise ConfigError(f"--analyze-value writes a PNG; give a .png path, not {str(png_file)!r}")
     videos_dir = output_dir(record_dir, "videos") if record_dir is not None else None
+    # Optional packages next: a missing one should not cost a whole evaluation either.
+    if videos_dir is not None:
+        recording.require_video()
+    if png_file is not None:
+        from ppokit.plot import _pyplot
+
+        _pyplot()
 
     from ppokit.trainer import resolve_device
 
@@ -423,7 +430,8 @@ def run_eval(
     recorder = None
     if videos_dir is not None:
         recording.check_render_mode(env_cfg.id, env_cfg.kwargs, "rgb_array", "--record")
-        recording.configure_headless_gl()
+        recording.configure_headless_gl()  # MuJoCo: EGL/OSMesa
+        recording.configure_headless_sdl()  # pygame (classic control): no Wayland/X11 probing
         extra = recording.recording_kwargs(env_cfg.id, env_cfg.kwargs)  # a following camera
         env_cfg = replace(env_cfg, kwargs={**env_cfg.kwargs, **extra, "render_mode": "rgb_array"})
         count = episodes if record_episodes is None else min(record_episodes, episodes)

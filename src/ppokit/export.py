@@ -31,12 +31,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
 from ppokit import checkpoint as ckpt
 from ppokit.errors import ExportError
+from ppokit.extras import require
 from ppokit.nn.actor_critic import ActorCritic
 from ppokit.outputs import make_dir, output_file
 from ppokit.policy import (
@@ -52,6 +52,7 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 VERIFY_SAMPLES = 256
 TOLERANCE = 1e-5
 ONNX_OPSET = 18
+ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")  # the `onnx` extra
 
 
 class PolicyGraph(nn.Module):
@@ -196,6 +197,9 @@ def export_policy(
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "onnx":  # before any work: the exporter, the file format, the verification
+        for module in ONNX_MODULES:
+            require(module, "onnx", "ONNX export")
     state = ckpt.load_checkpoint(source)
     model = model_from_checkpoint(state, "cpu")
     out_path = output_file(
@@ -310,7 +314,7 @@ def _export_onnx(
     model.doc_string = f"ppokit policy for {metadata['env_id']}: raw observation -> action"
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
-    onnx.save_model(model, str(path))
+    require("onnx", "onnx", "ONNX export").save_model(model, str(path))
 
 
 def _export_torchscript(

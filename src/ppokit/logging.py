@@ -106,12 +106,9 @@ class RunLogger:
         self.csv = CSVWriter(run_dir / "metrics.csv", columns)
         self.wandb_run = None
         if cfg.wandb and cfg.wandb_mode != "disabled":
-            try:
-                import wandb
-            except ImportError:
-                raise ImportError(
-                    "--log.wandb needs the wandb package: pip install 'ppokit[wandb]'"
-                ) from None
+            from ppokit.extras import require
+
+            wandb = require("wandb", "wandb", "--log.wandb")
             self.wandb_run = wandb.init(
                 project=cfg.wandb_project,
                 name=run_name,
@@ -133,3 +130,41 @@ class RunLogger:
         self.tb.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
+
+
+def check_wandb(cfg: LogConfig) -> None:
+    """Fail in one line, before a run directory exists, when `--log.wandb true` cannot work: the
+    wandb package is missing, or online mode has no API key (wandb.init would stop with a
+    traceback after the run directory was made)."""
+    from ppokit.errors import ConfigError
+    from ppokit.extras import require
+
+    if not cfg.wandb or cfg.wandb_mode == "disabled":
+        return
+    wandb = require("wandb", "wandb", "--log.wandb")
+    if cfg.wandb_mode == "online" and not _wandb_credentials(wandb):
+        raise ConfigError(
+            "--log.wandb true logs online to W&B, which needs an API key, and none is"
+            " configured (WANDB_API_KEY, or ~/.netrc from `wandb login`): run `wandb login`,"
+            " or log locally with --log.wandb_mode offline"
+        )
+
+
+def _wandb_credentials(wandb: Any) -> bool:
+    """Whether wandb finds credentials without prompting: WANDB_API_KEY, an identity token
+    file, or the key in its settings or its netrc entry for its server (wandb.api.api_key reads
+    those as wandb.init does). True when that cannot be told: wandb.init decides then."""
+    import contextlib
+    import io
+    import os
+    import warnings
+
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    try:
+        # wandb 0.31 prints a deprecation note for wandb.api; its api_key lookup is current.
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(wandb.api.api_key)
+    except Exception:  # an API that moved: no answer
+        return True

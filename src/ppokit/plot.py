@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 
+from ppokit.choices import BANDS, DEFAULT_METRIC
 from ppokit.config import TrainConfig, to_dict
 from ppokit.errors import ConfigError, OutputError
 
@@ -27,13 +28,14 @@ if TYPE_CHECKING:
 
 # Config keys that do not change what is learned: ignored when grouping runs.
 IGNORED_FOR_GROUPING = ("seed", "log", "eval", "device", "torch_threads", "preset")
-DEFAULT_METRIC = "charts/episode_return"
-BANDS = ("minmax", "std", "none")
+# What needs matplotlib (the `plot` extra), as the error for a missing one names it.
+PLOT_FEATURE = "plotting (ppokit plot, eval --analyze-value, bench learning)"
 
 
 def _pyplot():
-    import matplotlib
+    from ppokit.extras import require
 
+    matplotlib = require("matplotlib", "plot", PLOT_FEATURE)
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 

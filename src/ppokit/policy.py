@@ -532,12 +532,9 @@ def _parse_metadata(text: str | bytes | None, path: Path) -> dict:
 
 
 def _load_onnx(path: Path) -> Policy:
-    try:
-        import onnxruntime as ort
-    except ImportError:  # pragma: no cover - a dependency
-        raise ExportError(
-            "loading ONNX policies needs onnxruntime (pip install onnxruntime)"
-        ) from None
+    from ppokit.extras import require
+
+    ort = require("onnxruntime", "onnx", "loading an ONNX policy")
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types

@@ -4,7 +4,8 @@ MuJoCo renders through OpenGL. On a machine with no display, gymnasium's fallbac
 then EGL, then OSMesa) fails at the first step: GLFW needs a display, and once it has loaded
 PyOpenGL for the wrong platform EGL cannot be tried. `configure_headless_gl` therefore picks the
 backend before any env is built: EGL (Mesa's llvmpipe renders on the CPU, no GPU needed) when
-libEGL is installed, else OSMesa. `make install` installs Mesa's EGL on Debian.
+libEGL is installed, else OSMesa. `make install EXTRAS=video` (and `make test`) install Mesa's EGL
+on Debian.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import numpy as np
 from ppokit.errors import EnvError, OutputError
 
 MESA_HINT = (
-    "install Mesa's EGL (`make install` does on Debian, or apt-get install libegl1 libegl-mesa0"
-    " libgl1-mesa-dri) or set MUJOCO_GL=osmesa with libosmesa6"
+    "install Mesa's EGL (`make install EXTRAS=video` does on Debian, or apt-get install libegl1"
+    " libegl-mesa0 libgl1-mesa-dri) or set MUJOCO_GL=osmesa with libosmesa6"
 )
 
 
@@ -48,6 +49,23 @@ def configure_headless_gl() -> str | None:
             os.environ.setdefault("PYOPENGL_PLATFORM", backend)
             return backend
     return None
+
+
+def configure_headless_sdl() -> str | None:
+    """Choose SDL's dummy video driver for off-screen frames when there is no display.
+
+    Classic-control tasks draw rgb_array frames on pygame Surfaces, which need no video driver,
+    but first call `pygame.display.init()`. With no display SDL probes its drivers in turn, and
+    the Wayland probe has libwayland-client print `error: XDG_RUNTIME_DIR is invalid or not set
+    in the environment.` to stderr before SDL falls back to an off-screen driver. Returns the
+    driver in force (None when left to SDL); an explicit SDL_VIDEODRIVER is always respected.
+    """
+    if os.environ.get("SDL_VIDEODRIVER"):
+        return os.environ["SDL_VIDEODRIVER"]
+    if has_display():
+        return None
+    os.environ["SDL_VIDEODRIVER"] = "dummy"
+    return "dummy"
 
 
 TRACKING_CAMERA = "track"  # Gymnasium's MuJoCo locomotion models name their follow camera so
@@ -125,6 +143,14 @@ def render_frame(env: gym.Env, env_id: str) -> np.ndarray:
     return np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
 
 
+def require_video():
+    """imageio's v2 API with its ffmpeg plugin (the `video` extra), or a one-line error."""
+    from ppokit.extras import require
+
+    require("imageio_ffmpeg", "video", "eval --record")  # the ffmpeg binary imageio writes with
+    return require("imageio.v2", "video", "eval --record")
+
+
 class VideoWriter:
     """An MP4 (H.264, yuv420p) written frame by frame with imageio's ffmpeg plugin.
 
@@ -132,8 +158,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: Path, fps: float) -> None:
-        import imageio.v2 as imageio
-
+        imageio = require_video()
         self.path = Path(path)
         self.frames = 0
         try:
@@ -163,7 +188,7 @@ class VideoWriter:
 
 def video_info(path: str | Path) -> tuple[int, tuple[int, int]]:
     """(frame count, (height, width)) of a video, by decoding every frame."""
-    import imageio.v2 as imageio
+    imageio = require_video()
 
     reader = imageio.get_reader(str(path), format="FFMPEG")  # type: ignore[arg-type]
     try:

@@ -30,7 +30,7 @@ from ppokit.envs.external import adapt_external_env
 from ppokit.episodes import EpisodeTracker
 from ppokit.errors import CheckpointError, ConfigError, EnvError
 from ppokit.evaluate import evaluate_policy, policy_fn
-from ppokit.logging import Progress, RunLogger
+from ppokit.logging import Progress, RunLogger, check_wandb
 from ppokit.nn.actor_critic import ActorCritic
 
 # Config fields that must match to resume: they define the shapes and meaning of saved state.
@@ -101,6 +101,7 @@ class Trainer:
         callbacks: list[Callback] | None = None,
         env: VecEnv | gym.Env | gym.vector.VectorEnv | Callable[[], gym.Env] | None = None,
     ) -> None:
+        check_wandb(cfg.log)  # a missing wandb or API key: one line, before anything is written
         state = ckpt.load_checkpoint(resume) if resume is not None else None
         if state is not None:
             check_resume_compatible(state["config"], cfg)

@@ -70,9 +70,21 @@ def test_eval_matches_the_library_evaluation(pendulum_run, tmp_path):
     assert json.loads(out.read_text())["returns"] == pytest.approx(expected["returns"], abs=1e-9)
 
 
+def assert_no_renderer_noise(stderr: str) -> None:
+    """Headless recording succeeded quietly: no `error: ...` line from SDL/libwayland (e.g.
+    `error: XDG_RUNTIME_DIR is invalid or not set in the environment.`) after ppokit's output."""
+    lines = stderr.splitlines()
+    noise = [
+        line for line in lines if "XDG_RUNTIME_DIR" in line or line.lower().startswith("error")
+    ]
+    assert not noise, stderr
+
+
 def test_record_and_analyze_value(pendulum_run, tmp_path):
+    """Headless (no display, no XDG_RUNTIME_DIR): Pendulum draws its frames with pygame."""
     videos, png, out = tmp_path / "videos", tmp_path / "value.png", tmp_path / "eval.json"
-    proc = ppokit_cli(
+    proc = _run_with_env(
+        {},
         "eval", pendulum_run,
         "--episodes", "3",
         "--max-episode-steps", "12",
@@ -83,6 +95,7 @@ def test_record_and_analyze_value(pendulum_run, tmp_path):
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert_no_renderer_noise(proc.stderr)
     assert sorted(p.name for p in videos.iterdir()) == ["episode_000.mp4", "episode_001.mp4"]
     for video in videos.iterdir():
         # One frame per step: the state each action was chosen in. Pendulum renders 500x500.
@@ -125,17 +138,21 @@ def test_record_halfcheetah_headless(tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
+    assert_no_renderer_noise(proc.stderr)
     assert video_info(videos / "episode_000.mp4") == (15, (480, 480))
 
 
 def _run_with_env(env: dict, *args, cwd: Path):
+    """`ppokit ARGS` headless: no display, no XDG_RUNTIME_DIR, and no SDL or MuJoCo GL choice,
+    except what `env` sets."""
     import subprocess
     import sys
 
     from ppokit_testutil import cli_env
 
     full = {**cli_env(cwd), **env}
-    for key in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM"):
+    headless = ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "SDL_VIDEODRIVER")
+    for key in (*headless, "MUJOCO_GL", "PYOPENGL_PLATFORM"):
         if key not in env:
             full.pop(key, None)
     return subprocess.run(

@@ -299,3 +299,58 @@ def test_eval_during_training_keeps_best_and_eval_export_take_it(tmp_path):
     assert best["global_step"] in (64, 128)
     proc = ppokit("eval", str(run_dir), "--checkpoint", "update_9", cwd=tmp_path)
     assert_clean_error(proc, "has no checkpoint 'update_9'", "best, latest")
+
+
+def no_wandb_key_env(tmp_path: Path) -> dict:
+    """A subprocess environment in which wandb finds no API key: HOME (netrc, settings) is an
+    empty directory and no W&B credential or mode variable is inherited."""
+    env = cli_env(tmp_path)
+    for key in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "NETRC"):
+        env.pop(key, None)
+    home = tmp_path / "home"
+    home.mkdir()
+    env.update(HOME=str(home), WANDB_CONFIG_DIR=str(home / ".config" / "wandb"))
+    return env
+
+
+WANDB_RUN_FLAGS = [
+    *TINY_FLAGS,
+    "--total_steps", "64",
+    "--log.run_name", "wb",
+    "--log.wandb", "true",
+]  # fmt: skip
+
+
+def test_wandb_online_without_an_api_key_is_a_one_line_error(tmp_path):
+    """Online mode with no key stops before anything is written, and says how to go on."""
+    pytest.importorskip("wandb")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ppokit", "train", *WANDB_RUN_FLAGS, "--log.root", str(tmp_path / "runs")],
+        cwd=tmp_path,
+        env=no_wandb_key_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert_clean_error(proc, "needs an API key", "wandb login", "--log.wandb_mode offline")
+    assert not (tmp_path / "runs").exists()
+    assert not list(tmp_path.rglob("wandb"))  # nor a W&B run directory
+
+
+def test_wandb_missing_package_names_the_extra(tmp_path):
+    """Without the wandb package (None in sys.modules: `import wandb` fails as if it were not
+    installed), --log.wandb names the extra, before anything is written."""
+    blocked = (
+        "import sys; sys.modules['wandb'] = None; from ppokit.cli import main; sys.exit(main())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", blocked, "train", *WANDB_RUN_FLAGS, "--log.wandb_mode", "offline",
+         "--log.root", str(tmp_path / "runs")],
+        cwd=tmp_path,
+        env=no_wandb_key_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert_clean_error(proc, '--log.wandb needs the wandb package: pip install "ppokit[wandb]"')
+    assert not (tmp_path / "runs").exists()
