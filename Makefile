@@ -14,6 +14,9 @@ EXTRAS ?=
 PRESET ?= pendulum
 ARGS ?=
 PYTEST_ARGS ?=
+# test-isa: the learning tests under another CPU's vector instructions (avx2, default, avx512, or
+# `other`: one below this machine's own); benchmarks/learning_isa.py lists what each profile sets.
+ISA ?= other
 
 BIN := $(VENV)/bin
 comma := ,
@@ -26,7 +29,7 @@ stamp = $(VENV)/.installed-$(or $(subst $(comma),-,$(strip $(1))),core)
 # Debian-like system; otherwise a note says what to install (everything else still works).
 MESA_PKGS ?= libegl1 libegl-mesa0 libgl1-mesa-dri
 
-.PHONY: install system-deps train test lint bench clean
+.PHONY: install system-deps train test test-isa lint bench clean
 
 install: $(call stamp,$(EXTRAS))
 
@@ -59,6 +62,10 @@ train: $(call stamp,)
 
 test: $(call stamp,dev)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
+
+test-isa: $(call stamp,dev)
+	$(BIN)/python benchmarks/learning_isa.py --exec $(ISA) -- \
+		$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m learning $(PYTEST_ARGS)
 
 lint: $(call stamp,dev)
 	$(BIN)/ruff check src tests benchmarks

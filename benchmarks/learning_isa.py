@@ -3,6 +3,7 @@
     python benchmarks/learning_isa.py --seeds 1 2 3 4 5 --isa native avx2 default --jobs 2
     python benchmarks/learning_isa.py --cases cartpole masked-gru --seeds 1 2 3 --isa avx2
     python benchmarks/learning_isa.py --summary  # the table of what OUT/results.jsonl holds
+    python benchmarks/learning_isa.py --exec other -- pytest -m learning  # a command under another ISA
 
 Each case is a `ppokit train` (or `ppokit graph run`, or torchrun) subprocess with the settings
 of one learning test (tests/learning/), evaluated deterministically over 20 episodes as the test
@@ -66,6 +67,31 @@ CASES: dict[str, tuple[str, list[str], float, str]] = {
     "graph-pendulum": ("graph", ["examples/graphs/pendulum_ppo.json"], -250, ">="),
     "cartpole-2ranks": ("torchrun", ["--preset", "cartpole", "--env.num_envs", "4"], 475, ">="),
 }  # fmt: skip
+
+
+def other_isa() -> str:
+    """An ISA profile that is not this machine's own: AVX2 below AVX-512, SSE below AVX2."""
+    import torch
+
+    native = torch.backends.cpu.get_cpu_capability()
+    return "avx2" if native.startswith("AVX512") else "default"
+
+
+def exec_under(isa: str, argv: list[str]) -> None:
+    """Replace this process with `argv` run under the ISA profile `isa` (or `other`)."""
+    isa = other_isa() if isa == "other" else isa
+    if isa not in ISA_PROFILES:
+        raise SystemExit(
+            f"error: unknown ISA profile {isa!r}; use one of {', '.join(ISA_PROFILES)} or other"
+        )
+    if not argv:
+        raise SystemExit("error: --exec ISA needs a command after --")
+    env = {**os.environ, **ISA_PROFILES[isa]}
+    print(
+        f"ISA profile {isa}: " + " ".join(f"{k}={v}" for k, v in ISA_PROFILES[isa].items()),
+        flush=True,
+    )
+    os.execvpe(argv[0], argv, env)
 
 
 def command(case: str, seed: int, out: Path) -> list[str]:
@@ -154,7 +180,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/out/learning_isa")
     parser.add_argument("--summary", action="store_true", help="print the table and exit")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--exec", metavar="ISA", help="run the command after -- under ISA (a profile, or other)"
+    )
+    args, rest = parser.parse_known_args()
+    if args.exec:
+        exec_under(args.exec, rest[1:] if rest[:1] == ["--"] else rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
