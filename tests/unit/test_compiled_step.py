@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -89,3 +90,24 @@ def test_compiled_state_survives_a_checkpoint_round_trip():
         reference._minibatch_step(mb, False)
     for a, b in zip(resumed.params, reference.params):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_inductor_cache_is_kept_apart_per_cpu_capability(monkeypatch, tmp_path):
+    """torch's cache key leaves out ATEN_CPU_CAPABILITY; a kernel cached under AVX-512 served to
+    an AVX2 process computed NaNs. ppokit keeps one cache directory per capability, and leaves a
+    directory the user chose alone."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from ppokit.algo.compiled_step import cache_per_cpu_capability
+
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    for preset in (None, default_cache_dir()):  # unset, or torch's own default written at import
+        if preset is None:
+            monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+        else:
+            monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", preset)
+        cache_per_cpu_capability()
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"].endswith(f"-{capability}")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    cache_per_cpu_capability()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)

@@ -15,6 +15,7 @@ the compiled step against eager `torch.optim.Adam`/`AdamW` step for step.
 
 from __future__ import annotations
 
+import os
 import shutil
 from typing import Any
 
@@ -39,7 +40,26 @@ def compile_available(device: torch.device) -> tuple[bool, str]:
 
         if not has_triton():
             return False, "triton is not installed (inductor needs it for CUDA kernels)"
+    cache_per_cpu_capability()
     return True, ""
+
+
+def cache_per_cpu_capability() -> None:
+    """Keep inductor's on-disk cache apart per ATen CPU capability (AVX512, AVX2, DEFAULT).
+
+    torch 2.13's cache key leaves the capability out: CPU kernels compiled under AVX-512 and
+    served to a process run with ATEN_CPU_CAPABILITY=avx2 computed NaN losses here
+    (tests/unit/test_compiled_step.py with ATEN_CPU_CAPABILITY=avx2 after a plain run). A cache
+    directory the user chose (TORCHINDUCTOR_CACHE_DIR) is left as it is; importing torch._dynamo
+    writes torch's default there, which is replaced (torch reads the variable at every use).
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    default = os.path.abspath(default_cache_dir())
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen is None or os.path.abspath(chosen) == default:
+        capability = torch.backends.cpu.get_cpu_capability().lower()
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default}-{capability}"
 
 
 class _Loss(nn.Module):
