@@ -138,16 +138,17 @@ def passes(case: str, value: float) -> bool:
     return value >= threshold if sense == ">=" else value < threshold
 
 
-def summary(rows: list[dict]) -> str:
+def summary(rows: list[dict], cases: list[str], seeds: list[int] | None = None) -> str:
     """Markdown: one row per case and ISA, each seed's figure (x: misses the threshold)."""
-    seeds = sorted({r["seed"] for r in rows})
+    seeds = seeds or sorted({r["seed"] for r in rows})
+    rows = [r for r in rows if r["seed"] in seeds]
     lines = [
         "| case | threshold | ISA | "
         + " | ".join(f"seed {s}" for s in seeds)
         + " | median | misses |",
         "|---|---|---|" + "---|" * len(seeds) + "---|---|",
     ]
-    for case in CASES:
+    for case in cases:
         for isa in ISA_PROFILES:
             got = {r["seed"]: r for r in rows if r["case"] == case and r["isa"] == isa}
             if not got:
@@ -175,7 +176,7 @@ def summary(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: 1 2 3 (--summary: all)")
     parser.add_argument("--isa", nargs="+", default=["native", "avx2"], choices=list(ISA_PROFILES))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/out/learning_isa")
@@ -195,8 +196,9 @@ def main() -> None:
         [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     )
     if args.summary:
-        print(summary(rows), end="")
+        print(summary(rows, args.cases, args.seeds), end="")
         return
+    args.seeds = args.seeds or [1, 2, 3]
     done = {(r["case"], r["seed"], r["isa"]) for r in rows if "value" in r}
     todo = [
         (c, s, i) for s in args.seeds for i in args.isa for c in args.cases if (c, s, i) not in done
@@ -210,7 +212,7 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(summary([r for r in rows if r["case"] in args.cases]), end="")
+    print(summary(rows, args.cases, args.seeds), end="")
 
 
 if __name__ == "__main__":
