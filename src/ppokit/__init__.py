@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib as _importlib
 import typing as _typing
 
-__version__ = "0.1.0"
+from ppokit.version import __version__ as __version__
 
 # public name -> module that defines it
 _LAZY = {

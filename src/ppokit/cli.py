@@ -259,7 +259,7 @@ def print_config(cfg: C.TrainConfig, note: str | None) -> int:
 
 
 def cmd_verify(ns: argparse.Namespace) -> int:
-    from ppokit.trainer import resolve_device
+    from ppokit.device import resolve_device
     from ppokit.verify import format_table, verify
 
     cfg, note = resolve_config(ns.preset, ns.config, config_overrides(ns))

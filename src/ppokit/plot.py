@@ -24,7 +24,7 @@ from ppokit.config import TrainConfig, to_dict
 from ppokit.errors import ConfigError, OutputError
 
 if TYPE_CHECKING:
-    from ppokit.evaluate import EpisodeTrace
+    from ppokit.value_analysis import EpisodeTrace
 
 # Config keys that do not change what is learned: ignored when grouping runs.
 IGNORED_FOR_GROUPING = ("seed", "log", "eval", "device", "torch_threads", "preset")
@@ -289,7 +289,7 @@ def plot_value_analysis(
 ) -> None:
     """Left: V(s_t) (solid) and the realised discounted return G_t (dashed) along the first
     episodes. Right: V against G at every step, with the y = x line."""
-    from ppokit.evaluate import discounted_returns
+    from ppokit.value_analysis import discounted_returns
 
     plt = _pyplot()
     fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.6, 1]})

@@ -220,7 +220,7 @@ def policy_metadata(model: ActorCritic, cfg: TrainConfig, state: dict | None = N
     hidden state [batch, state_size] (zeros at an episode's start); outputs the env action and,
     for a recurrent policy, the next hidden state.
     """
-    from ppokit import __version__
+    from ppokit.version import __version__
 
     recurrent = bool(getattr(model, "recurrent", False))
     state_size = int(getattr(model, "state_size", 0)) if recurrent else 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import signal
 import threading
 import time
@@ -18,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 from ppokit import checkpoint as ckpt
 from ppokit import distributed
 from ppokit.algo.ppo import PPO
 from ppokit.config import EnvConfig, TrainConfig, from_dict, load_preset, save_config, to_dict
+from ppokit.device import resolve_device, seed_everything, set_threads
 from ppokit.envs import VecEnv, make_env
 from ppokit.envs.external import adapt_external_env
 from ppokit.episodes import EpisodeTracker
@@ -35,25 +34,6 @@ from ppokit.nn.actor_critic import ActorCritic
 
 # Config fields that must match to resume: they define the shapes and meaning of saved state.
 RESUME_MUST_MATCH = ("env.id", "env.normalize_obs", "policy", "algo.optimizer")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from ppokit.errors import ConfigError
-
-        raise ConfigError(
-            f"device {name!r} requested but CUDA is not available; use --device cpu or auto"
-        )
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -107,8 +87,7 @@ class Trainer:
             check_resume_compatible(state["config"], cfg)
         self.cfg = cfg
         self.callbacks = list(callbacks or [])
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
+        set_threads(cfg.torch_threads)
         # Under torchrun: join the process group (cuda:LOCAL_RANK on GPUs); else one process.
         self.sync, self.device = distributed.setup(resolve_device(cfg.device))
         self.sync.check_same(to_dict(cfg), "config")

@@ -24,6 +24,7 @@ from torch import nn
 from ppokit.algo.ppo import PPO, ppo_loss
 from ppokit.algo.rollout import Minibatch
 from ppokit.config import TrainConfig, copy_config, minibatch_size
+from ppokit.device import set_threads
 from ppokit.envs import make_env
 from ppokit.envs.base import StepResult, VecEnv
 from ppokit.nn.actor_critic import POLICY_HEAD_GAIN, VALUE_HEAD_GAIN, ActorCritic
@@ -63,8 +64,7 @@ def build(cfg: TrainConfig, device: str | torch.device = "cpu") -> Objects:
     cfg = copy_config(cfg)
     cfg.algo.compile = False
     device = torch.device(device)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    set_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     env = make_env(cfg.env, device)
     model = ActorCritic(

@@ -15,7 +15,8 @@ from ppokit.nodes.base import Node, node_class, node_classes
 from ppokit.nodes.errors import GraphError, GraphIssue, GraphRunError, GraphValidationError
 from ppokit.nodes.executor import RunResult, run_graph
 from ppokit.nodes.export import export_script, write_script
-from ppokit.nodes.graph import Graph, NodeDef, dumps, load_graph, save_graph
+from ppokit.nodes.files import load_graph, save_graph
+from ppokit.nodes.graph import Graph, NodeDef, dumps
 from ppokit.nodes.program import build_program, validate_graph
 
 __all__ = [

@@ -12,7 +12,8 @@ from ppokit.nodes import comfyui, reference
 from ppokit.nodes.errors import GraphError, GraphValidationError
 from ppokit.nodes.executor import run_program
 from ppokit.nodes.export import write_script
-from ppokit.nodes.graph import Graph, load_graph, save_graph
+from ppokit.nodes.files import load_graph, save_graph
+from ppokit.nodes.graph import Graph
 from ppokit.nodes.program import analyse, build_program
 from ppokit.nodes.runtime import format_results
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ppokit.nodes.errors import GraphRunError
-from ppokit.nodes.graph import Graph, load_graph
+from ppokit.nodes.files import load_graph
+from ppokit.nodes.graph import Graph
 from ppokit.nodes.program import Program, build_program
 from ppokit.nodes.runtime import default_out_dir
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ppokit.nodes.graph import Graph, load_graph
+from ppokit.nodes.files import load_graph
+from ppokit.nodes.graph import Graph
 from ppokit.nodes.program import build_program
 from ppokit.outputs import output_file, write_text
 

@@ -292,24 +292,3 @@ def _shallow(value: Any) -> bool:
     if isinstance(value, dict):
         return not any(isinstance(v, dict) and v for v in value.values())
     return True
-
-
-def load_graph(source: str | Path | dict, name: str | None = None) -> Graph:
-    """Read a graph: a path, or already parsed JSON. Native graphs and ComfyUI/DNNE workflows
-    (UI format and API-prompt format) are accepted; the latter are converted by port name."""
-    if isinstance(source, (str, Path)):
-        data, where = read_json(source), str(source)
-    else:
-        data, where = source, name
-    if is_native(data):
-        return from_native(data, where)
-    from ppokit.nodes import comfyui
-
-    return comfyui.from_comfyui(data, where)
-
-
-def save_graph(graph: Graph, path: str | Path) -> None:
-    from ppokit.outputs import output_file, write_text
-
-    p = output_file(path, "graph")
-    write_text(p, dumps(graph), "graph")

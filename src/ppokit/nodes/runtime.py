@@ -26,12 +26,12 @@ import torch.nn.functional as F
 
 from ppokit import checkpoint as ckpt
 from ppokit.config import EnvConfig, TrainConfig
+from ppokit.device import resolve_device, seed_everything, set_threads
 from ppokit.envs.base import StepResult
 from ppokit.episodes import EpisodeTracker
 from ppokit.evaluate import evaluate_policy, policy_fn
 from ppokit.nn.actor_critic import ActorCritic
 from ppokit.outputs import output_file
-from ppokit.trainer import resolve_device, seed_everything
 
 _state: dict[str, Any] = {"quiet": False, "t0": time.perf_counter()}
 
@@ -39,8 +39,7 @@ _state: dict[str, Any] = {"quiet": False, "t0": time.perf_counter()}
 def start(seed: int, device: str, torch_threads: int | None, quiet: bool = False) -> torch.device:
     """What `ppokit train` does before building anything: threads, device, seeds (in that
     order, so a graph and the equivalent `ppokit train` draw the same random numbers)."""
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
+    set_threads(torch_threads)
     resolved = resolve_device(device)
     seed_everything(seed)
     _state["quiet"] = quiet
