@@ -44,3 +44,12 @@ def torchrun_command(*args: str, ranks: int = 2) -> list[str]:
         "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
         "-m", "ppokit", *args,
     ]  # fmt: skip
+
+
+def assert_succeeded(proc) -> None:
+    """Exit code 0; otherwise fail with the ends of both streams in full (pytest shortens a
+    tuple of long strings to its first characters, hiding what a worker printed as it died)."""
+    assert proc.returncode == 0, (
+        f"exit code {proc.returncode}\n--- stdout (end) ---\n{proc.stdout[-3000:]}\n"
+        f"--- stderr (end) ---\n{proc.stderr[-6000:]}"
+    )

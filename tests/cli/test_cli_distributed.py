@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from ppokit import checkpoint as ckpt
-from ppokit_distributed_util import FAIL_ON_RANK_1, torchrun_command
+from ppokit_distributed_util import FAIL_ON_RANK_1, assert_succeeded, torchrun_command
 from ppokit_testutil import TINY_FLAGS, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
@@ -54,7 +54,7 @@ def test_two_ranks_write_one_run_and_resume_it(tmp_path):
         "train", *TINY_FLAGS, *common, "--log.run_name", "two",
         "--total_steps", str(4 * STEPS_PER_UPDATE), cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert_succeeded(proc)
     assert proc.stdout.count("run directory:") == 1  # rank 0 alone reports
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["two"]
     rows = metrics_rows(run_dir)
@@ -66,7 +66,7 @@ def test_two_ranks_write_one_run_and_resume_it(tmp_path):
     proc = torchrun(
         "train", "--resume", str(run_dir), "--total_steps", str(6 * STEPS_PER_UPDATE), cwd=tmp_path
     )
-    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert_succeeded(proc)
     state = ckpt.load_checkpoint(run_dir)
     assert state["ppo"]["updates"] == 6 and state["global_step"] == 6 * STEPS_PER_UPDATE
     rows = metrics_rows(run_dir)

@@ -19,7 +19,7 @@ import pytest
 
 from ppokit import checkpoint as ckpt
 from ppokit.config import load_config
-from ppokit_distributed_util import torchrun_command
+from ppokit_distributed_util import assert_succeeded, torchrun_command
 from ppokit_learning import EVAL_EPISODES, assert_median_at_least, over_seeds
 from ppokit_testutil import cli_env
 
@@ -40,7 +40,7 @@ def test_cartpole_reaches_475_within_100k_steps_on_two_ranks(tmp_path):
             ),
             cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=600,
         )  # fmt: skip
-        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        assert_succeeded(proc)
         run_dir = tmp_path / f"s{seed}"
         assert ckpt.load_checkpoint(run_dir)["ppo"]["updates"] == updates  # the preset's batch
         return json.loads((run_dir / "eval.json").read_text())

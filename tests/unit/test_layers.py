@@ -5,8 +5,9 @@ place in the layers (a new module must be placed deliberately)."""
 from __future__ import annotations
 
 import pkgutil
-import tomllib
 from pathlib import Path
+
+from importlinter.api import read_configuration
 
 import ppokit
 
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def contracts() -> list[dict]:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    return read_configuration(str(REPO / "pyproject.toml"))["contracts_options"]
 
 
 def test_imports_keep_the_layers_and_have_no_cycles(monkeypatch, capsys):
