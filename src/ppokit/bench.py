@@ -11,6 +11,7 @@ finished run is never overwritten by one with another config (a sweep point need
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -137,6 +138,8 @@ def reusable(record_path: Path, config: dict) -> RunRecord | None:
         record = RunRecord(**data["record"])
     except (ValueError, TypeError, KeyError):
         return None
+    if stored != config:  # compare as resolved configs (a record may use renamed keys)
+        stored, config = _resolved(stored, str(record_path)), _resolved(config, "bench config")
     if stored != config:
         from ppokit.plot import _flatten
 
@@ -148,6 +151,14 @@ def reusable(record_path: Path, config: dict) -> RunRecord | None:
             " give another --out, or delete that run directory to retrain it"
         )
     return record
+
+
+def _resolved(config: dict, where: str) -> dict:
+    """`config` as a full config dict under today's key names (config.RENAMED); as it is if it
+    does not load."""
+    with contextlib.suppress(ConfigError):
+        return C.to_dict(C.from_dict(config, where=where))
+    return config
 
 
 def train_and_evaluate(spec: BenchSpec, task: str, seed: int, threads: int, log) -> RunRecord:

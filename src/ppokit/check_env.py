@@ -33,7 +33,7 @@ from ppokit.nn.actor_critic import make_distribution, observation_dim, observati
 
 DETERMINISM_STEPS = 50  # steps replayed after reset(seed) to compare trajectories
 # Gymnasium checker warnings whose advice ppokit follows by itself: (message fragment, why).
-NORMALIZED = "observations are normalized with running statistics (env.normalize_obs)"
+NORMALIZED = "observations are normalized with running statistics (policy.normalize_obs)"
 HANDLED_WARNINGS = (
     (
         "recommend using a symmetric and normalized space",

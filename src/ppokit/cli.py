@@ -46,6 +46,7 @@ def add_config_flags(parser: argparse.ArgumentParser, shown: C.TrainConfig | Non
         if "_" in name:
             flags.append(f"--{name.replace('_', '-')}")
         flags += [s for s, target in SHORTCUTS.items() if target == name]
+        limits = C.range_help(tp, C.field_range(f))
         group.add_argument(
             *flags,
             dest=f"cfg:{name}",
@@ -53,12 +54,18 @@ def add_config_flags(parser: argparse.ArgumentParser, shown: C.TrainConfig | Non
             metavar=C.type_name(tp).upper()
             if typing.get_origin(tp) is not typing.Literal
             else "{" + C.type_name(tp) + "}",
-            help=f"{C.field_help(f)} (default: {value})",
+            help=f"{C.field_help(f)} (default: {value}{'; ' + limits if limits else ''})",
+        )
+    for old in C.RENAMED:  # old names still work (mapped with a note), not listed
+        flags = [f"--{old}", f"--{old.replace('_', '-')}"]
+        parser.add_argument(
+            *flags, dest=f"cfg:{old}", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
 
 
 def config_overrides(ns: argparse.Namespace) -> dict[str, Any]:
     types = {name: tp for name, tp, _ in C.iter_fields()}
+    types |= {old: types[new] for old, new in C.RENAMED.items()}
     out = {}
     for key, text in vars(ns).items():
         if key.startswith("cfg:"):

@@ -1,13 +1,17 @@
 """Typed configuration: dataclasses <- YAML preset/file <- command-line overrides.
 
-Every field carries a one-line help text; the CLI, the YAML schema and the error messages are all
-derived from these dataclasses, never written by hand.
+Every field carries a one-line help text and, for numbers, the range of values that mean
+something; the CLI, the YAML schema, the node params and the error messages are all derived from
+these dataclasses, never written by hand. `check_value` is the one check of a field's type and
+range, for every entry point (flags, YAML files, presets, checkpoints, Python, node graphs).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,16 +23,63 @@ import yaml
 from ppokit.errors import ConfigError
 
 
-def opt(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with a help text (mutable defaults are copied per instance)."""
+@dataclass(frozen=True)
+class Range:
+    """The numbers a field accepts: x >= ge, x > gt, x <= le, x < lt (None: no such bound), and
+    always finite. On a list field it bounds each item."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def contains(self, x: float) -> bool:
+        return math.isfinite(x) and not (
+            (self.ge is not None and x < self.ge)
+            or (self.gt is not None and x <= self.gt)
+            or (self.le is not None and x > self.le)
+            or (self.lt is not None and x >= self.lt)
+        )
+
+    def text(self) -> str:
+        """'> 0', '>= 1', 'in [0, 1]', 'in [0, 1)' or '' (any finite number)."""
+        low = f"[{_num(self.ge)}" if self.ge is not None else None
+        low = f"({_num(self.gt)}" if self.gt is not None else low
+        high = f"{_num(self.le)}]" if self.le is not None else None
+        high = f"{_num(self.lt)})" if self.lt is not None else high
+        if low and high:
+            return f"in {low}, {high}"
+        for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)):
+            if bound is not None:
+                return f"{op} {_num(bound)}"
+        return ""
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def opt(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A dataclass field with a help text and, for a number or a list of numbers, its range
+    (`ge`/`gt`/`le`/`lt`; on a list, each item's). Mutable defaults are copied per instance."""
+    metadata = {"help": help, "range": Range(ge, gt, le, lt)}
     if isinstance(default, (list, dict)):
         value = default
         return field(
             default_factory=lambda: typing.cast(Any, type(value))(value),
-            metadata={"help": help},
+            metadata=metadata,
             **kwargs,
         )
-    return field(default=default, metadata={"help": help}, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
 
 
 @dataclass
@@ -36,16 +87,14 @@ class EnvConfig:
     id: str = opt(
         "Pendulum-v1", "Gymnasium environment id (any registered id, e.g. HalfCheetah-v5)"
     )
-    num_envs: int = opt(8, "number of parallel environments")
+    num_envs: int = opt(8, "number of parallel environments", ge=1)
     vectorization: Literal["sync", "async"] = opt(
         "sync", "sync: all envs in this process; async: one subprocess per env"
     )
-    max_episode_steps: int | None = opt(None, "override the env's time limit (truncation)")
+    max_episode_steps: int | None = opt(
+        None, "override the env's time limit (truncation); null: the env's own", ge=1
+    )
     kwargs: dict = opt({}, "extra keyword arguments for gymnasium.make")
-    normalize_obs: bool = opt(True, "running mean/std observation normalization inside the model")
-    obs_clip: float = opt(10.0, "clip normalized observations to +-obs_clip")
-    scale_rewards: bool = opt(True, "divide rewards by the std of the discounted return")
-    reward_clip: float = opt(10.0, "clip scaled rewards to +-reward_clip (0 disables)")
     finite_horizon: bool = opt(
         False,
         "the time limit is part of the task: treat truncation as termination (no bootstrap"
@@ -55,8 +104,10 @@ class EnvConfig:
 
 @dataclass
 class PolicyConfig:
-    actor_hidden: list[int] = opt([64, 64], "hidden layer sizes of the actor MLP")
-    critic_hidden: list[int] = opt([64, 64], "hidden layer sizes of the critic MLP")
+    normalize_obs: bool = opt(True, "running mean/std observation normalization inside the model")
+    obs_clip: float = opt(10.0, "clip normalized observations to +-obs_clip", gt=0)
+    actor_hidden: list[int] = opt([64, 64], "hidden layer sizes of the actor MLP", ge=1)
+    critic_hidden: list[int] = opt([64, 64], "hidden layer sizes of the critic MLP", ge=1)
     activation: Literal["tanh", "elu", "relu", "silu", "gelu"] = opt(
         "tanh", "hidden-layer activation"
     )
@@ -64,6 +115,7 @@ class PolicyConfig:
         0.5,
         "initial action std as a fraction of the action range (high - low; an unbounded"
         " dimension counts as [-1, 1]), or in env units with noise_std_relative false",
+        gt=0,
     )
     noise_std_relative: bool = opt(
         True,
@@ -80,8 +132,8 @@ class PolicyConfig:
         "recurrent core between the encoders and the heads (gru/lstm: trained with truncated"
         " BPTT over algo.bptt_length steps; not with algo.compile or the numpy act step)",
     )
-    memory_hidden: int = opt(128, "units of the recurrent core")
-    memory_layers: int = opt(1, "layers of the recurrent core")
+    memory_hidden: int = opt(128, "units of the recurrent core", ge=1)
+    memory_layers: int = opt(1, "layers of the recurrent core", ge=1)
     critic_memory: Literal["shared", "separate", "none"] = opt(
         "shared",
         "recurrent policies: the critic reads the actor's core (shared), has its own (separate)"
@@ -105,31 +157,36 @@ class PolicyConfig:
 
 @dataclass
 class AlgoConfig:
-    num_steps: int = opt(2048, "rollout length per environment between updates")
-    num_epochs: int = opt(10, "optimisation epochs over each rollout")
+    num_steps: int = opt(2048, "rollout length per environment between updates", ge=1)
+    num_epochs: int = opt(10, "optimisation epochs over each rollout", ge=1)
     num_minibatches: int | None = opt(
         32,
         "minibatches per epoch (set this or minibatch_size; both must agree); recurrent"
         " policies split sequences of bptt_length steps, not steps",
+        ge=1,
     )
     minibatch_size: int | None = opt(
         None,
         "samples per minibatch (set this or num_minibatches; both must agree); for recurrent"
         " policies it counts sequences of bptt_length steps",
+        ge=1,
     )
     bptt_length: int = opt(
         24,
         "recurrent policies: length of the sequences (truncated BPTT) cut from each env's"
         " rollout; a minibatch counts sequences",
+        ge=1,
     )
-    gamma: float = opt(0.99, "discount factor")
-    lam: float = opt(0.95, "GAE lambda")
-    clip_coef: float = opt(0.2, "PPO ratio clip range")
+    gamma: float = opt(0.99, "discount factor", ge=0, le=1)
+    lam: float = opt(0.95, "GAE lambda", ge=0, le=1)
+    scale_rewards: bool = opt(True, "divide rewards by the std of the discounted return")
+    reward_clip: float = opt(10.0, "clip scaled rewards to +-reward_clip (0 disables)", ge=0)
+    clip_coef: float = opt(0.2, "PPO ratio clip range", gt=0)
     clip_value_loss: bool = opt(True, "clip the value loss around the old values")
-    value_clip_coef: float | None = opt(None, "value clip range (default: clip_coef)")
-    vf_coef: float = opt(0.5, "value loss coefficient")
-    ent_coef: float = opt(0.0, "entropy bonus coefficient")
-    max_grad_norm: float = opt(0.5, "global gradient-norm clip (0 disables)")
+    value_clip_coef: float | None = opt(None, "value clip range (null: clip_coef)", gt=0)
+    vf_coef: float = opt(0.5, "value loss coefficient", ge=0)
+    ent_coef: float = opt(0.0, "entropy bonus coefficient", ge=0)
+    max_grad_norm: float = opt(0.5, "global gradient-norm clip (0 disables)", ge=0)
     normalize_advantages: bool = opt(True, "normalize advantages to zero mean, unit std")
     advantage_norm_scope: Literal["batch", "minibatch"] = opt(
         "batch", "normalize advantages over the whole batch or per minibatch"
@@ -140,23 +197,25 @@ class AlgoConfig:
         " after the first (feedforward policies; Andrychowicz et al. 2021)",
     )
     target_kl: float | None = opt(
-        None, "KL target: early-stop threshold and the adaptive LR's set point"
+        None, "KL target: early-stop threshold and the adaptive LR's set point", gt=0
     )
     kl_early_stop: bool = opt(
         False, "end the whole update when a minibatch's approx KL exceeds target_kl"
     )
     optimizer: Literal["adam", "adamw"] = opt("adam", "optimizer (eps 1e-5)")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    adam_eps: float = opt(1e-5, "Adam epsilon")
-    lr: float = opt(3e-4, "initial learning rate")
+    weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
+    adam_eps: float = opt(1e-5, "Adam epsilon", gt=0)
+    lr: float = opt(3e-4, "initial learning rate", gt=0)
     lr_schedule: Literal["constant", "linear", "cosine", "adaptive"] = opt(
         "constant", "constant | linear to 0 | cosine to lr*lr_floor | KL-adaptive"
     )
-    lr_floor: float = opt(0.1, "cosine schedule ends at lr * lr_floor")
-    min_lr: float = opt(1e-6, "lower bound of the adaptive LR")
-    max_lr: float = opt(1e-3, "upper bound of the adaptive LR (larger values unlearn policies)")
+    lr_floor: float = opt(0.1, "cosine schedule ends at lr * lr_floor", ge=0, le=1)
+    min_lr: float = opt(1e-6, "lower bound of the adaptive LR", gt=0)
+    max_lr: float = opt(
+        1e-3, "upper bound of the adaptive LR (larger values unlearn policies)", gt=0
+    )
     lr_factor: float = opt(
-        1.5, "adaptive LR divides/multiplies by this when KL > 2x / < 0.5x target"
+        1.5, "adaptive LR divides/multiplies by this when KL > 2x / < 0.5x target", gt=1
     )
     act_backend: Literal["auto", "torch", "numpy"] = opt(
         "auto",
@@ -179,6 +238,8 @@ class EmaConfig:
         0.0,
         "rollouts act with an exponential moving average of the policy weights, updated as"
         " ema = decay * ema + (1 - decay) * weights after each update (0 disables; e.g. 0.9)",
+        ge=0,
+        lt=1,
     )
 
 
@@ -186,33 +247,41 @@ class EmaConfig:
 class LogConfig:
     root: str = opt("runs", "directory under which run directories are created")
     run_name: str | None = opt(None, "run directory name (default: <preset|env>_s<seed>_<time>)")
-    checkpoint_every: int = opt(50, "write a checkpoint every this many updates (0: only at end)")
-    keep_checkpoints: int = opt(3, "how many periodic checkpoints to keep (latest.pt always kept)")
+    checkpoint_every: int = opt(
+        50, "write a checkpoint every this many updates (0: only at end)", ge=0
+    )
+    keep_checkpoints: int = opt(
+        3, "how many periodic checkpoints to keep (latest.pt always kept)", ge=1
+    )
     progress: bool = opt(True, "show a progress bar")
     wandb: bool = opt(False, "log to Weights & Biases as well")
     wandb_project: str = opt("ppokit", "W&B project")
     wandb_mode: Literal["online", "offline", "disabled"] = opt("online", "W&B mode")
-    episode_window: int = opt(100, "episode return/length are averaged over this many episodes")
+    episode_window: int = opt(
+        100, "episode return/length are averaged over this many episodes", ge=1
+    )
 
 
 @dataclass
 class EvalConfig:
-    episodes: int = opt(10, "episodes of the final deterministic evaluation (0 skips it)")
+    episodes: int = opt(10, "episodes of the final deterministic evaluation (0 skips it)", ge=0)
     every: int = opt(
         0,
         "evaluate deterministically every this many updates during training, log eval/* and keep"
         " the best policy in checkpoints/best.pt (0: never)",
+        ge=0,
     )
     every_steps: int = opt(
-        0, "as eval.every, in env steps (rounded up to whole updates); set one of the two"
+        0, "as eval.every, in env steps (rounded up to whole updates); set one of the two", ge=0
     )
-    periodic_episodes: int = opt(10, "episodes of each evaluation during training")
+    periodic_episodes: int = opt(10, "episodes of each evaluation during training", ge=1)
     target_return: float | None = opt(
         None, "stop training once an evaluation during training reaches this mean return"
     )
     patience: int = opt(
         0,
         "stop training after this many evaluations during training without a new best (0: never)",
+        ge=0,
     )
 
 
@@ -228,15 +297,18 @@ class TrainConfig:
         100_000,
         "environment steps to train for (summed over envs), rounded up to whole updates of"
         " num_envs x num_steps (the run says so when it rounds)",
+        ge=1,
     )
-    seed: int = opt(1, "random seed (torch, numpy, env resets)")
+    seed: int = opt(1, "random seed (torch, numpy, env resets)", ge=0, le=2**32 - 1)
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     precision: Literal["fp32", "bf16"] = opt(
         "fp32",
         "bf16: the update's forward and backward under bfloat16 autocast, fp32 master weights"
         " and optimizer (CUDA, and CPUs torch supports it on)",
     )
-    torch_threads: int | None = opt(1, "torch intra-op threads (1 is fastest for small MLPs)")
+    torch_threads: int | None = opt(
+        1, "torch intra-op threads (1 is fastest for small MLPs); null: torch's default", ge=1
+    )
     preset: str | None = opt(None, "name of the preset this config came from (informational)")
 
 
@@ -261,8 +333,140 @@ def iter_fields(cfg_type: type = TrainConfig, prefix: str = "") -> list[tuple[st
     return out
 
 
+_FIELDS = {name: (tp, f) for name, tp, f in iter_fields()}
+
+
 def field_help(f: dataclasses.Field) -> str:
     return f.metadata.get("help", "")
+
+
+def field_range(f: dataclasses.Field) -> Range:
+    """The range `opt` declared (no bounds: any finite number)."""
+    return f.metadata.get("range", Range())
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def field_info(name: str) -> tuple[Any, dataclasses.Field]:
+    """(type annotation, dataclasses.Field) of the dotted field `name` (e.g. "algo.lr")."""
+    return _FIELDS[name]
+
+
+def nullable(tp: Any) -> bool:
+    return type(None) in typing.get_args(tp)
+
+
+def _is_list(tp: Any) -> bool:
+    return any(typing.get_origin(a) is list for a in (tp, *typing.get_args(tp)))
+
+
+def range_help(tp: Any, rng: Range) -> str:
+    """What `--help` and the docs show of a field's range: 'in [0, 1]', '> 0 or null',
+    'items >= 1', or '' (no bounds)."""
+    text = rng.text()
+    if not text:
+        return ""
+    if _is_list(tp):
+        text = f"items {text}"
+    return f"{text} or null" if nullable(tp) else text
+
+
+def range_problem(value: Any, rng: Range) -> str | None:
+    """None when every number in `value` (a number or a list of them, already of the field's
+    type) is finite and in `rng`; else what it must be ('must be > 0')."""
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if not rng.contains(v):
+            must = f"must be {rng.text() or 'a finite number'}"
+            return f"each item {must}" if isinstance(value, list) else must
+    return None
+
+
+def show(value: Any) -> str:
+    """A value as it is written in YAML files and on command lines (null, true, 0.2, [64, 64],
+    nan)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
+def check_value(name: str, value: Any, where: str | None = None) -> Any:
+    """The one check of a config field's value, for every entry point (command-line flags, YAML
+    files and presets, checkpoints' configs: through `apply_overrides`; configs built in Python:
+    through `validate`; node params check the same type and range in `Param.check`): its type
+    (converting where lossless: 1 -> 1.0, "64,64" -> [64, 64]) and its range. Returns the
+    converted value; raises a one-line ConfigError naming the key, the value, the allowed range
+    and the default."""
+    tp, f = _FIELDS[name]
+    value = coerce(value, tp, name)
+    problem = range_problem(value, field_range(f)) if value is not None else None
+    if problem:
+        null = " or null" if nullable(tp) else ""
+        source = f" in {where}" if where else ""
+        raise ConfigError(
+            f"{name}: {show(value)}{source} is out of range: {problem}{null}"
+            f" (default: {show(field_default(f))})"
+        )
+    return value
+
+
+def check_fields(cfg: TrainConfig) -> None:
+    """`check_value` on every field of `cfg`, storing the converted values."""
+    for name, _, _ in iter_fields():
+        *parents, leaf = name.split(".")
+        obj = cfg
+        for part in parents:
+            obj = getattr(obj, part)
+        setattr(obj, leaf, check_value(name, getattr(obj, leaf)))
+
+
+# Keys that moved to the section they belong to: old name -> new name. Configs that use the old
+# names (files, flags, saved config.yaml, checkpoints) still load, with one note per old name.
+RENAMED = {
+    "env.normalize_obs": "policy.normalize_obs",
+    "env.obs_clip": "policy.obs_clip",
+    "env.scale_rewards": "algo.scale_rewards",
+    "env.reward_clip": "algo.reward_clip",
+}
+_noted: set[str] = set()  # old names already noted in this process
+
+
+def rename_note(old: str, where: str) -> str:
+    return (
+        f"note: {old} is now {RENAMED[old]} (found in {where}); the old name still works but will"
+        f" be removed: use {RENAMED[old]}"
+    )
+
+
+def renamed(overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    """`overrides` with old key names (RENAMED) replaced by the new ones, printing one note per
+    old name and process on stderr (a line, as the CLI's other notes; Python's warnings would
+    hide it from CLI users). The old and the new name both given, with different values, is an
+    error."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        new = RENAMED.get(key)
+        if new is None:
+            out[key] = value
+            continue
+        if new in overrides:
+            tp, _ = _FIELDS[new]
+            a, b = coerce(value, tp, key), coerce(overrides[new], tp, new)
+            if a != b:
+                raise ConfigError(
+                    f"{key} (the old name of {new}) is {show(a)} but {new} is {show(b)} in"
+                    f" {where}; give only {new}"
+                )
+        else:
+            out[new] = value
+        if key not in _noted:
+            _noted.add(key)
+            print(rename_note(key, where), file=sys.stderr, flush=True)
+    return out
 
 
 def type_name(tp: Any) -> str:
@@ -393,14 +597,13 @@ def from_dict(data: dict, where: str = "config", base: TrainConfig | None = None
 
 
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], where: str) -> TrainConfig:
-    """Set dotted keys (``algo.lr``) on a copy of cfg, with type checks and did-you-mean errors."""
-    fields = {name: (tp, f) for name, tp, f in iter_fields()}
+    """Set dotted keys (``algo.lr``) on a copy of cfg, each checked by `check_value`, with
+    did-you-mean errors for unknown keys; old key names (RENAMED) are mapped with a note."""
     cfg = copy_config(cfg)
-    for key, value in overrides.items():
-        if key not in fields:
-            raise unknown_key_error(key, list(fields), where)
-        tp, _ = fields[key]
-        value = coerce(value, tp, key)
+    for key, value in renamed(overrides, where).items():
+        if key not in _FIELDS:
+            raise unknown_key_error(key, list(_FIELDS), where)
+        value = check_value(key, value, where)
         obj = cfg
         *parents, leaf = key.split(".")
         for p in parents:
@@ -448,7 +651,13 @@ def load_yaml(path: Path) -> dict:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-    return data or {}
+    if data is None:
+        raise ConfigError(
+            f"config file {str(path)!r} is empty: it sets no config key, which is most likely a"
+            " mistake; write the keys to change (e.g. `algo: {lr: 1.0e-3}`), or `{}` for the"
+            " defaults"
+        )
+    return data
 
 
 def load_preset(name: str) -> TrainConfig:
@@ -493,25 +702,18 @@ def save_config(cfg: TrainConfig, path: Path) -> None:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Cross-field checks that types alone cannot express."""
-    a = cfg.algo
-
-    def positive(name: str, value: float) -> None:
-        if value <= 0:
-            raise ConfigError(f"{name} must be > 0, got {value}")
-
-    positive("env.num_envs", cfg.env.num_envs)
-    positive("algo.num_steps", a.num_steps)
-    positive("algo.num_epochs", a.num_epochs)
-    positive("algo.lr", a.lr)
-    positive("total_steps", cfg.total_steps)
-    if not 0 <= a.gamma <= 1:
-        raise ConfigError(f"algo.gamma must be in [0, 1], got {a.gamma}")
-    if not 0 <= a.lam <= 1:
-        raise ConfigError(f"algo.lam must be in [0, 1], got {a.lam}")
-    positive("policy.init_noise_std", cfg.policy.init_noise_std)
-    if cfg.policy.log_std_min >= cfg.policy.log_std_max:
-        raise ConfigError("policy.log_std_min must be smaller than policy.log_std_max")
+    """Check a config, however it was made (files, flags, by hand in Python; `Trainer` calls
+    this): every field's type and range (`check_fields`, which also stores lossless conversions
+    such as 1 -> 1.0), then the rules between fields. The one place config rules live; the
+    checks that need the env or the model (spaces, the numpy act step's model support) are made
+    where those are built."""
+    check_fields(cfg)
+    a, p, e = cfg.algo, cfg.policy, cfg.eval
+    if p.log_std_min >= p.log_std_max:
+        raise ConfigError(
+            f"policy.log_std_min {p.log_std_min} must be smaller than policy.log_std_max"
+            f" {p.log_std_max}"
+        )
     minibatch_size(cfg)  # raises on disagreement
     if a.kl_early_stop and a.target_kl is None:
         raise ConfigError("algo.kl_early_stop needs algo.target_kl (e.g. --algo.target_kl 0.02)")
@@ -522,20 +724,13 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(
                 f"adaptive LR: algo.lr {a.lr} must lie in [min_lr {a.min_lr}, max_lr {a.max_lr}]"
             )
-        if a.lr_factor <= 1:
-            raise ConfigError(f"algo.lr_factor must be > 1, got {a.lr_factor}")
     if a.optimizer == "adam" and a.weight_decay:
         raise ConfigError("algo.weight_decay needs --algo.optimizer adamw")
-    if a.recompute_advantages and cfg.policy.memory != "none":
+    if a.recompute_advantages and p.memory != "none":
         raise ConfigError(
             "algo.recompute_advantages supports feedforward policies only (recurrent values"
             " depend on the stored memory states); set it false or policy.memory none"
         )
-    e = cfg.eval
-    for name in ("episodes", "every", "every_steps", "patience"):
-        if getattr(e, name) < 0:
-            raise ConfigError(f"eval.{name} must be >= 0, got {getattr(e, name)}")
-    positive("eval.periodic_episodes", e.periodic_episodes)
     if e.every and e.every_steps:
         raise ConfigError(
             f"set eval.every ({e.every} updates) or eval.every_steps ({e.every_steps} steps), not both"
@@ -545,12 +740,6 @@ def validate(cfg: TrainConfig) -> None:
             "eval.target_return and eval.patience act on evaluations during training; set"
             " eval.every (updates) or eval.every_steps too, e.g. --eval.every 10"
         )
-    if not 0.0 <= cfg.ema.decay < 1.0:
-        raise ConfigError(f"ema.decay must be in [0, 1) (0 disables), got {cfg.ema.decay}")
-    p = cfg.policy
-    positive("policy.memory_hidden", p.memory_hidden)
-    positive("policy.memory_layers", p.memory_layers)
-    positive("algo.bptt_length", a.bptt_length)
     if p.memory != "none":
         if a.bptt_length > a.num_steps:
             raise ConfigError(

@@ -169,8 +169,8 @@ def model_from_checkpoint(state: dict, device: str | torch.device = "cpu") -> Ac
         observation_space,
         action_space,
         cfg.policy,
-        normalize_obs=cfg.env.normalize_obs,
-        obs_clip=cfg.env.obs_clip,
+        normalize_obs=cfg.policy.normalize_obs,
+        obs_clip=cfg.policy.obs_clip,
     )
     try:
         model.load_state_dict(state["ppo"]["model"])
@@ -189,7 +189,7 @@ def checkpoint_config(state: dict) -> TrainConfig:
 def reward_scale(state: dict) -> float:
     """The factor from the critic's (scaled-reward) units to env reward units."""
     cfg = checkpoint_config(state)
-    if not cfg.env.scale_rewards:
+    if not cfg.algo.scale_rewards:
         return 1.0
     var = state["ppo"]["reward_scaler"]["rms.var"]
     return float(torch.sqrt(torch.as_tensor(var, dtype=torch.float64) + 1e-8))

@@ -22,7 +22,15 @@ import torch
 from ppokit import checkpoint as ckpt
 from ppokit import distributed
 from ppokit.algo.ppo import PPO
-from ppokit.config import EnvConfig, TrainConfig, from_dict, load_preset, save_config, to_dict
+from ppokit.config import (
+    EnvConfig,
+    TrainConfig,
+    from_dict,
+    load_preset,
+    save_config,
+    to_dict,
+    validate,
+)
 from ppokit.device import resolve_device, seed_everything, set_threads
 from ppokit.envs import VecEnv, make_env
 from ppokit.envs.external import adapt_external_env
@@ -33,7 +41,7 @@ from ppokit.logging import Progress, RunLogger, check_wandb
 from ppokit.nn.actor_critic import ActorCritic
 
 # Config fields that must match to resume: they define the shapes and meaning of saved state.
-RESUME_MUST_MATCH = ("env.id", "env.normalize_obs", "policy", "algo.optimizer")
+RESUME_MUST_MATCH = ("env.id", "policy", "algo.optimizer")
 
 
 @dataclass
@@ -81,6 +89,7 @@ class Trainer:
         callbacks: list[Callback] | None = None,
         env: VecEnv | gym.Env | gym.vector.VectorEnv | Callable[[], gym.Env] | None = None,
     ) -> None:
+        validate(cfg)  # however it was made (file, flags, by hand): the schema's checks
         check_wandb(cfg.log)  # a missing wandb or API key: one line, before anything is written
         state = ckpt.load_checkpoint(resume) if resume is not None else None
         if state is not None:
@@ -116,8 +125,8 @@ class Trainer:
             self.env.observation_space,
             self.env.action_space,
             cfg.policy,
-            normalize_obs=cfg.env.normalize_obs,
-            obs_clip=cfg.env.obs_clip,
+            normalize_obs=cfg.policy.normalize_obs,
+            obs_clip=cfg.policy.obs_clip,
         ).to(self.device)
         self.steps_per_update = cfg.algo.num_steps * cfg.env.num_envs * world
         self.total_updates = math.ceil(cfg.total_steps / self.steps_per_update)

@@ -71,8 +71,8 @@ def build(cfg: TrainConfig, device: str | torch.device = "cpu") -> Objects:
         env.observation_space,
         env.action_space,
         cfg.policy,
-        normalize_obs=cfg.env.normalize_obs,
-        obs_clip=cfg.env.obs_clip,
+        normalize_obs=cfg.policy.normalize_obs,
+        obs_clip=cfg.policy.obs_clip,
     ).to(device)
     fresh = copy.deepcopy(model)
     ppo = PPO(model, cfg, device, total_updates=10)
@@ -226,7 +226,7 @@ def check_action_std(o: Objects) -> list[Row]:
 
 def check_normalizer(o: Objects) -> list[Row]:
     keys = [k for k in o.model.state_dict() if k.startswith("obs_normalizer.") and "rms.mean" in k]
-    enabled = o.cfg.env.normalize_obs
+    enabled = o.cfg.policy.normalize_obs
     counts = [v for k, v in o.model.state_dict().items() if k.endswith("rms.count")]
     merged = max((float(c) for c in counts), default=0.0)
     rollout = o.cfg.algo.num_steps * o.cfg.env.num_envs

@@ -136,3 +136,18 @@ def test_bad_bench_arguments_get_one_line_errors(capsys, tmp_path, args, fragmen
     )
     assert_main_error(result, *fragments)
     assert not (tmp_path / "b" / "runs").exists()  # nothing trained
+
+
+def test_a_stored_run_with_old_key_names_is_reused(tmp_path, capsys):
+    """A record written before env.normalize_obs became policy.normalize_obs (and so on)."""
+    from ppokit import config as C
+
+    config = C.to_dict(C.load_preset("cartpole"))
+    old = C.to_dict(C.load_preset("cartpole"))
+    for name, new in C.RENAMED.items():
+        section, leaf = new.split(".")
+        old["env"][name.split(".")[1]] = old[section].pop(leaf)
+    path = tmp_path / "bench.json"
+    rec = record("cartpole", 1, 1.0, 2.0, 3.0)
+    path.write_text(json.dumps({"config": old, "record": rec.__dict__}))
+    assert reusable(path, config) == rec

@@ -101,7 +101,7 @@ def test_nodes_listing_and_description(capsys):
     assert listing.splitlines()[0].startswith("EnvNode ")
     assert main(["graph", "nodes", "PPOAgentNode"]) == 0
     text = capsys.readouterr().out
-    assert '  activation: tanh|elu|relu|silu|gelu = "elu"' in text
+    assert '  activation: tanh|elu|relu|silu|gelu = "tanh"' in text  # the config's default
     assert "  learning_rate: float = 0.0003, > 0 (aliases: lr) - initial learning rate" in text
 
 

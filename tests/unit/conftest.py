@@ -62,8 +62,8 @@ def build_ppo(
         box(obs_dim, -np.inf, np.inf),
         action_space if action_space is not None else box(2),
         policy if policy is not None else small_policy(),
-        normalize_obs=cfg.env.normalize_obs,
-        obs_clip=cfg.env.obs_clip,
+        normalize_obs=cfg.policy.normalize_obs,
+        obs_clip=cfg.policy.obs_clip,
     )
     return PPO(model, cfg, torch.device("cpu"), total_updates)
 

@@ -124,7 +124,7 @@ def test_counts_and_kinds_that_do_not_fit_are_one_line_errors(tiny_config):
 @torch.no_grad()
 def test_a_callable_built_env_bootstraps_truncation_from_the_final_observation(tiny_config):
     cfg = config(tiny_config, num_envs=2)
-    cfg.env = replace(cfg.env, scale_rewards=False)
+    cfg.algo = replace(cfg.algo, scale_rewards=False)
     trainer = Trainer(cfg, env=lambda: TimeLimit(Countdown(), COUNTDOWN_MAX_STEPS))
     try:
         assert trainer.env.env_id == "Countdown"  # no spec: the class name

@@ -285,7 +285,7 @@ def test_resume_with_longer_run_extends_the_lr_schedule(trained):
         ("policy", {"actor_hidden": [32, 32]}, "policy.actor_hidden"),
         ("policy", {"activation": "relu"}, "policy.activation"),
         ("env", {"id": "CartPole-v1"}, "env.id"),
-        ("env", {"normalize_obs": False}, "env.normalize_obs"),
+        ("policy", {"normalize_obs": False}, "policy.normalize_obs"),
     ],
 )
 def test_resume_with_incompatible_config_names_the_field(trained, section, change, field):
@@ -302,6 +302,31 @@ def test_resume_accepts_compatible_changes(trained):
     resumed = Trainer(cfg, resume=trained.run_dir)
     assert resumed.ppo.updates == 4
     resumed.env.close()
+
+
+def test_a_checkpoint_saved_with_the_old_key_names_resumes_and_loads(trained, tmp_path, capsys):
+    """Checkpoints written before observation normalization and reward scaling moved to
+    policy.* and algo.* (their saved config has them under env:) still resume and load."""
+    import ppokit
+    from ppokit import config as C
+
+    path = trained.run_dir / "checkpoints" / "latest.pt"
+    state = torch.load(path, weights_only=False)
+    saved = state["config"]
+    for old, new in C.RENAMED.items():
+        section, leaf = new.split(".")
+        saved["env"][old.split(".")[1]] = saved[section].pop(leaf)
+    old_path = tmp_path / "old.pt"
+    torch.save(state, old_path)
+    resumed = Trainer(trained.cfg, resume=old_path)
+    assert resumed.ppo.updates == 4
+    resumed.env.close()
+    obs = np.zeros(3, np.float32)
+    assert np.array_equal(ppokit.load_policy(old_path)(obs), ppokit.load_policy(path)(obs))
+    # Resuming still compares them: a different normalize_obs is refused, under its new name.
+    cfg = replace(trained.cfg, policy=replace(trained.cfg.policy, normalize_obs=False))
+    with pytest.raises(CheckpointError, match="policy.normalize_obs: checkpoint True"):
+        Trainer(cfg, resume=old_path)
 
 
 def test_missing_resume_path_raises(tiny_config, tmp_path):

@@ -155,7 +155,7 @@ def test_ema_refuses_recurrent_policies_and_bad_decays():
         validate(cfg)
     cfg = TrainConfig()
     cfg.ema.decay = 1.0
-    with pytest.raises(ConfigError, match=r"ema.decay must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"ema.decay: 1.0 is out of range: must be in \[0, 1\)"):
         validate(cfg)
 
 

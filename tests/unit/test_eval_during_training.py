@@ -156,8 +156,8 @@ def test_metrics_csv_columns_are_declared_up_front_in_a_fixed_order(tmp_path):
         ({"every": 2, "every_steps": 64}, "not both"),
         ({"target_return": 100.0}, "set eval.every"),
         ({"patience": 3}, "set eval.every"),
-        ({"every": -1}, "eval.every must be >= 0"),
-        ({"periodic_episodes": 0}, "eval.periodic_episodes must be > 0"),
+        ({"every": -1}, "eval.every: -1 is out of range: must be >= 0"),
+        ({"periodic_episodes": 0}, "eval.periodic_episodes: 0 is out of range: must be >= 1"),
     ],
 )
 def test_bad_eval_settings_are_config_errors(tmp_path, fields, message):

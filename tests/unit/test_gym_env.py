@@ -197,10 +197,16 @@ def test_env_id_with_module_prefix_imports_the_module():
 
 def countdown_config(tmp_path, **env_kwargs) -> TrainConfig:
     cfg = TrainConfig()
-    cfg.env = replace(
-        cfg.env, id=COUNTDOWN, num_envs=2, scale_rewards=False, kwargs=dict(env_kwargs)
+    cfg.env = replace(cfg.env, id=COUNTDOWN, num_envs=2, kwargs=dict(env_kwargs))
+    cfg.algo = replace(
+        cfg.algo,
+        num_steps=16,
+        num_minibatches=2,
+        num_epochs=1,
+        gamma=0.9,
+        lam=0.8,
+        scale_rewards=False,
     )
-    cfg.algo = replace(cfg.algo, num_steps=16, num_minibatches=2, num_epochs=1, gamma=0.9, lam=0.8)
     cfg.total_steps = 64
     cfg.seed = 3
     cfg.device = "cpu"

@@ -69,9 +69,7 @@ def _ready(make_ppo, collect, normalizer_data: torch.Tensor | None = None, **kwa
 
 @pytest.mark.parametrize("scale_rewards", [False, True])
 def test_finish_rollout_bootstraps_truncation_from_final_obs(make_ppo, collect, scale_rewards):
-    ppo = make_ppo(
-        num_envs=4, num_steps=10, num_minibatches=5, env={"scale_rewards": scale_rewards}
-    )
+    ppo = make_ppo(num_envs=4, num_steps=10, num_minibatches=5, scale_rewards=scale_rewards)
     ppo.model.obs_normalizer.update(torch.randn(40, 3) * 2 + 3)
     log = collect(ppo, obs_mean=3.0, obs_std=2.0, end_prob=0.3)
     b = ppo.buffer
@@ -373,7 +371,7 @@ def test_recompute_advantages_uses_the_current_critic_before_each_epoch(
         num_epochs=3,
         recompute_advantages=True,
         lr=3e-2,  # the critic moves visibly between epochs
-        env={"scale_rewards": True},
+        scale_rewards=True,
     )
     ppo.model.obs_normalizer.update(torch.randn(40, 3) * 2 + 3)
     log = collect(ppo, obs_mean=3.0, obs_std=2.0, end_prob=0.3)

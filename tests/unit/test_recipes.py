@@ -98,13 +98,15 @@ def test_help_lists_the_values_of_the_chosen_preset(capsys):
         return " ".join(out.split())
 
     plain = help_text()  # no preset: the pendulum preset's values
-    assert "discount factor (default: 0.9)" in plain and "those of preset pendulum" in plain
+    assert (
+        "discount factor (default: 0.9; in [0, 1])" in plain and "those of preset pendulum" in plain
+    )
     cartpole = help_text("--preset", "cartpole")
-    assert "discount factor (default: 0.98)" in cartpole
+    assert "discount factor (default: 0.98; in [0, 1])" in cartpole
     assert "those of preset cartpole" in cartpole
     mujoco = help_text("--env", "Hopper-v5")
     assert "the recipe for Hopper-v5" in mujoco
-    assert "rollout length per environment between updates (default: 32)" in mujoco
+    assert "rollout length per environment between updates (default: 32; >= 1)" in mujoco
 
 
 def test_help_with_a_bad_preset_is_a_one_line_error(capsys):

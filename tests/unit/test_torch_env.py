@@ -208,7 +208,7 @@ def test_auto_act_backend_is_torch_for_batched_envs():
 
 def test_pre_step_bootstrap_uses_the_value_of_the_observation_acted_on():
     cfg = TrainConfig()
-    cfg.env.num_envs, cfg.env.scale_rewards, cfg.env.normalize_obs = 4, False, False
+    cfg.env.num_envs, cfg.algo.scale_rewards, cfg.policy.normalize_obs = 4, False, False
     cfg.algo.num_steps, cfg.algo.num_minibatches = 3, 1
     cfg.algo.gamma, cfg.algo.lam = 0.9, 1.0
     env = TorchVecEnv(FakeSim(final=False), obs_groups="policy")

@@ -158,7 +158,7 @@ class PPO:
         self.schedule = LRSchedule(cfg.algo, total_updates)
         self.optimizer = make_optimizer(model, cfg)
         self.reward_scaler = RewardScaler(
-            self.num_envs, cfg.algo.gamma, clip=cfg.env.reward_clip, enabled=cfg.env.scale_rewards
+            self.num_envs, cfg.algo.gamma, clip=cfg.algo.reward_clip, enabled=cfg.algo.scale_rewards
         ).to(device)
         dist = model.distribution
         self.recurrent = model.recurrent
@@ -193,9 +193,7 @@ class PPO:
         self.finite_horizon = cfg.env.finite_horizon
         # The policy that acts in rollouts: the model, or an EMA of it (algo/ema.py).
         self.ema: EmaPolicy | None = None
-        if cfg.ema.decay > 0:
-            if self.recurrent:
-                raise ConfigError("ema.decay does not support recurrent policies; use 0")
+        if cfg.ema.decay > 0:  # feedforward only: config.validate refuses it for memory
             self.ema = EmaPolicy(model, cfg.ema.decay)
         self.acting_model = self.ema.model if self.ema is not None else model
         self.compiled: CompiledStep | None = None
@@ -211,11 +209,7 @@ class PPO:
             and NumpyExplorer.supports(model)
         ):
             self._numpy_explorer = NumpyExplorer(self.acting_model)
-        if a.compile:
-            if self.recurrent:
-                raise ConfigError(
-                    "algo.compile does not support recurrent policies; use --algo.compile false"
-                )
+        if a.compile:  # flat MLPs only: config.validate refuses it for memory
             self._build_compiled()
         self._explore = self.acting_model.explore
         self._explore_compiled = False

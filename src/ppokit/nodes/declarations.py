@@ -6,9 +6,7 @@ these declarations; none of them lists a port or a param by hand.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -91,7 +89,9 @@ class Param:
     """A node parameter: a typed value with a default, an optional range, choices and aliases.
 
     `type` is a Python annotation as in ppokit.config (int, float, bool, str, list[int], dict,
-    Literal[...], X | None). `config` names the TrainConfig field the value is written to.
+    Literal[...], X | None); a range bounds a number or each item of a list. `config` names the
+    TrainConfig field the value is written to; such params are made by `config_param`, which
+    takes the range from the field.
     """
 
     name: str
@@ -101,6 +101,7 @@ class Param:
     ge: float | None = None
     gt: float | None = None
     le: float | None = None
+    lt: float | None = None
     aliases: tuple[str, ...] = ()
     config: str | None = None
 
@@ -119,27 +120,22 @@ class Param:
     def nullable(self) -> bool:
         return type(None) in typing.get_args(self.type)
 
+    @property
+    def range(self) -> C.Range:
+        return C.Range(self.ge, self.gt, self.le, self.lt)
+
     def type_name(self) -> str:
         return C.type_name(self.type)
 
     def range_text(self) -> str:
         """'> 0', '>= 1', 'in [0, 1]' or ''."""
-        if self.ge is not None and self.le is not None:
-            return f"in [{_num(self.ge)}, {_num(self.le)}]"
-        if self.gt is not None and self.le is not None:
-            return f"in ({_num(self.gt)}, {_num(self.le)}]"
-        if self.gt is not None:
-            return f"> {_num(self.gt)}"
-        if self.ge is not None:
-            return f">= {_num(self.ge)}"
-        if self.le is not None:
-            return f"<= {_num(self.le)}"
-        return ""
+        return self.range.text()
 
     def check(self, value: Any) -> tuple[Any, str | None, str | None, str | None]:
         """(value converted to the param's type, error code, message, suggestion).
 
-        The code is None when the value is valid.
+        The code is None when the value is valid. Types and ranges are checked as for config
+        fields (`ppokit.config.coerce` and `range_problem`).
         """
         choices = self.choices
         if choices is not None and not (value is None and self.nullable):
@@ -159,27 +155,10 @@ class Param:
             return (value, "bad_value", f"expected {self.type_name()}, got {value!r}", None)
         if value is None:
             return value, None, None, None
-        numbers = value if isinstance(value, list) else [value]
-        for v in numbers:
-            if not isinstance(v, (int, float)) or isinstance(v, bool):
-                continue
-            if (
-                not math.isfinite(v)
-                or (self.ge is not None and v < self.ge)
-                or (self.gt is not None and v <= self.gt)
-                or (self.le is not None and v > self.le)
-            ):
-                return (
-                    value,
-                    "out_of_range",
-                    f"{value!r} is out of range: must be {self.range_text()}",
-                    None,
-                )
+        problem = C.range_problem(value, self.range)
+        if problem is not None:
+            return value, "out_of_range", f"{value!r} is out of range: {problem}", None
         return value, None, None, None
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(x)
 
 
 @dataclass(frozen=True)
@@ -228,7 +207,6 @@ class NodeSpec:
 # Params derived from ppokit's config fields
 # ----------------------------------------------------------------------------------------------
 
-_CONFIG_FIELDS = {name: (tp, f) for name, tp, f in C.iter_fields()}
 _FROM_CONFIG: Any = object()
 
 
@@ -240,23 +218,22 @@ def config_param(
     help: str | None = None,
     type: Any = None,
     aliases: tuple[str, ...] = (),
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
 ) -> Param:
-    """A Param that sets `config_field` (e.g. "algo.clip_coef"), with that field's type, default
-    and help unless given here."""
-    tp, f = _CONFIG_FIELDS[config_field]
-    if default is _FROM_CONFIG:
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    """A Param that sets `config_field` (e.g. "algo.clip_coef"): the field's range always (a node
+    param accepts the values the config field accepts), its type, default and help unless given
+    here. `type` and `default` are given only to add a null that means "taken from elsewhere"
+    (the trainer's learning_rate: the agent's; critic_hidden_sizes: hidden_sizes)."""
+    tp, f = C.field_info(config_field)
+    rng = C.field_range(f)
     return Param(
         name=name or config_field.rsplit(".", 1)[-1],
         type=type if type is not None else tp,
-        default=default,
+        default=C.field_default(f) if default is _FROM_CONFIG else default,
         help=help if help is not None else C.field_help(f),
-        ge=ge,
-        gt=gt,
-        le=le,
+        ge=rng.ge,
+        gt=rng.gt,
+        le=rng.le,
+        lt=rng.lt,
         aliases=aliases,
         config=config_field,
     )

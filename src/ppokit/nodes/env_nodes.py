@@ -71,7 +71,7 @@ class EnvNode(Node):
                 aliases=("id", "env_name"),
                 config="env.id",
             ),
-            config_param("env.num_envs", ge=1),
+            config_param("env.num_envs"),
             Param(
                 "seed",
                 int | None,
@@ -80,7 +80,7 @@ class EnvNode(Node):
                 ge=0,
             ),
             config_param("env.vectorization"),
-            config_param("env.max_episode_steps", ge=1),
+            config_param("env.max_episode_steps"),
             config_param("env.kwargs"),
         ),
         aliases=("GymEnvNode",),

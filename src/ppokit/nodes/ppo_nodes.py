@@ -89,20 +89,17 @@ class PPOAgentNode(Node):
             config_param(
                 "policy.actor_hidden",
                 "hidden_sizes",
-                default=[64, 64],
                 help='hidden layer sizes of the actor and the critic MLPs (also "64,64")',
-                ge=1,
             ),
-            Param(
+            config_param(
+                "policy.critic_hidden",
                 "critic_hidden_sizes",
-                list[int] | None,
-                None,
-                "critic hidden sizes, when they differ from hidden_sizes",
-                ge=1,
-                config="policy.critic_hidden",
+                type=list[int] | None,
+                default=None,
+                help="critic hidden sizes, when they differ from hidden_sizes",
             ),
-            config_param("policy.activation", default="elu"),
-            config_param("algo.lr", "learning_rate", default=3e-4, aliases=("lr",), gt=0),
+            config_param("policy.activation"),
+            config_param("algo.lr", "learning_rate", aliases=("lr",)),
             Param(
                 "action_space",
                 Literal["continuous", "discrete"] | None,
@@ -110,13 +107,15 @@ class PPOAgentNode(Node):
                 "continuous (Gaussian) or discrete (categorical); inferred from the env the"
                 " actions reach (a mismatch is an error); default continuous when they reach none",
             ),
-            config_param("policy.init_noise_std", gt=0),
+            config_param("policy.init_noise_std"),
             config_param("policy.noise_std_relative"),
             config_param("policy.log_std_min"),
             config_param("policy.log_std_max"),
             config_param("policy.rescale_actions"),
-            config_param("env.normalize_obs", "normalize_observations", aliases=("normalize_obs",)),
-            config_param("env.obs_clip", gt=0),
+            config_param(
+                "policy.normalize_obs", "normalize_observations", aliases=("normalize_obs",)
+            ),
+            config_param("policy.obs_clip"),
             Param(
                 "act_every",
                 int,
@@ -140,6 +139,8 @@ class PPOAgentNode(Node):
             log_std_min=p["log_std_min"],
             log_std_max=p["log_std_max"],
             rescale_actions=p["rescale_actions"],
+            normalize_obs=p["normalize_observations"],
+            obs_clip=p["obs_clip"],
         )
 
     def infer(self, ctx: InferContext) -> None:
@@ -218,7 +219,7 @@ class PPOAgentNode(Node):
         args = [
             e.obs_space(obs_spec),
             e.action_space(act_spec),
-            config_call("PolicyConfig", self.policy_config(), POLICY_SHOWN),
+            config_call("PolicyConfig", self.policy_config(), POLICY_SHOWN, 8),
             f"normalize_obs={literal(p['normalize_observations'])}",
             f"obs_clip={literal(p['obs_clip'])}",
         ]
@@ -247,25 +248,20 @@ class PPOAgentNode(Node):
 
 
 # Trainer params: the issue's names for the common PPO options, then every other AlgoConfig
-# field under its own name, so the whole of ppokit's PPO is reachable from the node.
+# field under its own name, so the whole of ppokit's PPO is reachable from the node. Defaults,
+# ranges and help are the config fields' (`config_param`).
 _NAMED = (
-    config_param(
-        "algo.num_steps", "horizon_length", default=2048, aliases=("num_steps", "horizon"), ge=1
-    ),
-    config_param(
-        "algo.num_epochs", "epochs", default=10, aliases=("num_epochs", "ppo_epochs"), ge=1
-    ),
+    config_param("algo.num_steps", "horizon_length", aliases=("num_steps", "horizon")),
+    config_param("algo.num_epochs", "epochs", aliases=("num_epochs", "ppo_epochs")),
     config_param(
         "algo.minibatch_size",
-        default=64,
-        help="samples per minibatch; must divide horizon_length x num_envs",
-        ge=1,
+        help="samples per minibatch, instead of num_minibatches; must divide horizon_length x"
+        " num_envs",
     ),
     config_param(
         "algo.num_minibatches",
-        default=None,
-        help="minibatches per epoch, instead of minibatch_size",
-        ge=1,
+        help="minibatches per epoch, instead of minibatch_size (the one given wins over the"
+        " other's default)",
     ),
     config_param(
         "algo.lr",
@@ -274,30 +270,19 @@ _NAMED = (
         type=float | None,
         help="optimizer learning rate; default: the agent's learning_rate",
         aliases=("lr",),
-        gt=0,
     ),
-    config_param("algo.gamma", ge=0, le=1, aliases=("discount",)),
-    config_param("algo.lam", aliases=("gae_lambda", "lambda"), ge=0, le=1),
-    config_param("algo.clip_coef", "clip_param", aliases=("clip_coef", "clip_range"), gt=0),
-    config_param("algo.vf_coef", "value_coef", aliases=("vf_coef", "value_loss_coef"), ge=0),
-    config_param("algo.ent_coef", "entropy_coef", default=0.01, aliases=("ent_coef",), ge=0),
-    config_param("algo.max_grad_norm", ge=0),
+    config_param("algo.gamma", aliases=("discount",)),
+    config_param("algo.lam", aliases=("gae_lambda", "lambda")),
+    config_param("algo.clip_coef", "clip_param", aliases=("clip_coef", "clip_range")),
+    config_param("algo.vf_coef", "value_coef", aliases=("vf_coef", "value_loss_coef")),
+    config_param("algo.ent_coef", "entropy_coef", aliases=("ent_coef",)),
+    config_param("algo.max_grad_norm"),
 )
-_RANGES = {
-    "value_clip_coef": {"gt": 0},
-    "target_kl": {"gt": 0},
-    "weight_decay": {"ge": 0},
-    "adam_eps": {"gt": 0},
-    "lr_floor": {"ge": 0, "le": 1},
-    "min_lr": {"gt": 0},
-    "max_lr": {"gt": 0},
-    "lr_factor": {"gt": 1},
-}
-_MAPPED = {p.config for p in _NAMED}
+# Declared after _REST, where they were as env.* fields (ComfyUI stores widget values by position).
+_REWARDS = ("algo.scale_rewards", "algo.reward_clip")
+_MAPPED = {p.config for p in _NAMED} | set(_REWARDS)
 _REST = tuple(
-    config_param(name, **_RANGES.get(name.split(".")[1], {}))
-    for name, _, _ in C.iter_fields(AlgoConfig, "algo.")
-    if name not in _MAPPED
+    config_param(name) for name, _, _ in C.iter_fields(AlgoConfig, "algo.") if name not in _MAPPED
 )
 
 
@@ -327,15 +312,13 @@ class PPOTrainerNode(Node):
         params=(
             *_NAMED,
             *_REST,
-            config_param("env.scale_rewards"),
-            config_param("env.reward_clip", ge=0),
+            *(config_param(name) for name in _REWARDS),
             config_param(
                 "total_steps",
                 help="env steps to train for (summed over envs); the graph runs until every"
                 " trainer is done",
-                ge=1,
             ),
-            config_param("log.episode_window", ge=1),
+            config_param("log.episode_window"),
             Param(
                 "log_every",
                 int,
@@ -415,18 +398,25 @@ class PPOTrainerNode(Node):
                 f" of agent {agent.id!r}; the optimizer has one: set it on one node",
             )
             return
+        # The one of minibatch_size and num_minibatches given wins over the other's default.
         minibatch_size, num_minibatches = p["minibatch_size"], p["num_minibatches"]
-        if num_minibatches is not None and "minibatch_size" not in self.explicit:
+        if "minibatch_size" in self.explicit and "num_minibatches" not in self.explicit:
+            num_minibatches = None
+        elif "num_minibatches" in self.explicit and "minibatch_size" not in self.explicit:
             minibatch_size = None
         batch = p["horizon_length"] * n
-        if minibatch_size is not None and batch % minibatch_size:
-            ctx.error(
-                "params.minibatch_size",
-                "size_mismatch",
-                f"minibatch_size {minibatch_size} must divide horizon_length x num_envs ="
-                f" {p['horizon_length']} x {n} = {batch}",
-            )
-            return
+        for name, size in (
+            ("minibatch_size", minibatch_size),
+            ("num_minibatches", num_minibatches),
+        ):
+            if size is not None and batch % size:
+                ctx.error(
+                    f"params.{name}",
+                    "size_mismatch",
+                    f"{name} {size} must divide horizon_length x num_envs ="
+                    f" {p['horizon_length']} x {n} = {batch}",
+                )
+                return
         algo = {f.name: p[f.name] for f in dataclasses.fields(AlgoConfig) if f.name in p}
         algo.update(
             num_steps=p["horizon_length"],
@@ -442,14 +432,7 @@ class PPOTrainerNode(Node):
             max_grad_norm=p["max_grad_norm"],
         )
         env_node = ctx.other(dones.env)
-        env = dataclasses.replace(
-            env_node.config(),
-            num_envs=n,
-            normalize_obs=agent.params["normalize_observations"],
-            obs_clip=agent.params["obs_clip"],
-            scale_rewards=p["scale_rewards"],
-            reward_clip=p["reward_clip"],
-        )
+        env = dataclasses.replace(env_node.config(), num_envs=n)
         cfg = TrainConfig(
             env=env,
             policy=agent.policy_config(),

@@ -131,6 +131,9 @@ def check(graph: Graph) -> tuple[Resolved, list[GraphIssue]]:
     return resolved, issues
 
 
+CONFIG_SETTINGS = ("seed", "torch_threads")  # graph settings that set these config fields
+
+
 def _check_settings(graph: Graph, issues: list[GraphIssue]) -> dict[str, Any]:
     out = {}
     for name, (tp, default, _) in SETTINGS.items():
@@ -145,15 +148,17 @@ def _check_settings(graph: Graph, issues: list[GraphIssue]) -> dict[str, Any]:
                 GraphIssue(None, name, "bad_value", f"expected {C.type_name(tp)}, got {value!r}")
             )
             continue
-        if tp is int and value < (0 if name == "seed" else 1):
+        # seed and torch_threads are the config fields' own; max_ticks counts ticks.
+        if name in CONFIG_SETTINGS:
+            rng = C.field_range(C.field_info(name)[1])
+        else:
+            rng = C.Range(ge=1) if tp is int else C.Range()
+        problem = C.range_problem(value, rng)
+        if problem is not None:
             issues.append(
-                GraphIssue(
-                    None,
-                    name,
-                    "out_of_range",
-                    f"{value!r} is out of range: must be >= {0 if name == 'seed' else 1}",
-                )
+                GraphIssue(None, name, "out_of_range", f"{value!r} is out of range: {problem}")
             )
+            continue
         out[name] = value
     return out
 

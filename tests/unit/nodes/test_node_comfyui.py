@@ -85,7 +85,7 @@ def test_definitions_come_from_the_declarations():
     assert agent["input"]["required"]["hidden_sizes"][0] == "STRING"
     assert agent["input"]["required"]["hidden_sizes"][1]["default"] == "64,64"
     assert agent["input"]["required"]["activation"][0] == ["tanh", "elu", "relu", "silu", "gelu"]
-    assert agent["input"]["required"]["activation"][1]["default"] == "elu"
+    assert agent["input"]["required"]["activation"][1]["default"] == "tanh"  # the config's
     assert agent["input"]["required"]["learning_rate"] == [
         "FLOAT",
         {"default": 0.0003, "tooltip": "initial learning rate (> 0)", "min": 0, "step": 0.0001},
@@ -97,7 +97,8 @@ def test_definitions_come_from_the_declarations():
     assert trainer["horizon_length"][1]["default"] == 2048
     optional = info["PPOTrainerNode"]["input"]["optional"]
     assert optional["minibatch_size"][0] == "STRING"  # int or null: "" is the default
-    assert optional["minibatch_size"][1]["default"] == "64"
+    assert optional["minibatch_size"][1]["default"] == ""  # the config's: num_minibatches 32
+    assert optional["num_minibatches"][1]["default"] == "32"
     step = info["EnvStepNode"]["input"]["required"]
     assert step["actions"][0] == "ACTIONS,POLICY_OUTPUT"
     assert info["EvaluateNode"]["output_node"] is True

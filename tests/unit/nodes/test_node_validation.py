@@ -4,6 +4,7 @@ node id, field, code and did-you-mean."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -227,3 +228,47 @@ def test_a_trainer_needs_the_model_of_an_agent_no_other_trainer_has(tiny_graph):
         "node 'trainer2' (PPOTrainerNode) inputs.model: agent 'agent' is already trained by"
         " 'trainer'; an agent has one trainer [wrong_source]"
     ]
+
+
+# (node, param, graph value out of range, the config field it sets) : the range is the field's.
+CONFIG_RANGES = [
+    ("trainer", "clip_param", -1.0, "algo.clip_coef"),
+    ("trainer", "value_coef", -0.5, "algo.vf_coef"),
+    ("trainer", "max_grad_norm", -1.0, "algo.max_grad_norm"),
+    ("trainer", "target_kl", 0.0, "algo.target_kl"),
+    ("trainer", "reward_clip", -1.0, "algo.reward_clip"),
+    ("trainer", "bptt_length", 0, "algo.bptt_length"),
+    ("trainer", "episode_window", 0, "log.episode_window"),
+    ("agent", "obs_clip", 0.0, "policy.obs_clip"),
+    ("agent", "hidden_sizes", [64, 0], "policy.actor_hidden"),
+    ("agent", "init_noise_std", 0.0, "policy.init_noise_std"),
+    ("env", "max_episode_steps", 0, "env.max_episode_steps"),
+    ("env", "num_envs", 0, "env.num_envs"),
+]
+
+
+@pytest.mark.parametrize(
+    ("node", "param", "value", "field"), CONFIG_RANGES, ids=[c[1] for c in CONFIG_RANGES]
+)
+def test_params_that_set_config_fields_are_held_to_the_fields_range(
+    tiny_graph, node, param, value, field
+):
+    from ppokit import config as C
+
+    graph = tiny_graph()
+    set_param(node, param, value)(graph)
+    (problem,) = problems(graph)
+    must = C.range_problem(value, C.field_range(C.field_info(field)[1]))
+    assert must is not None
+    assert f"params.{param}: {value!r} is out of range: {must} [out_of_range]" in problem
+    # The config refuses the same value with the same range.
+    with pytest.raises(C.ConfigError, match=re.escape(must)):
+        C.check_value(field, value)
+
+
+@pytest.mark.parametrize(("name", "value"), [("seed", -1), ("torch_threads", 0)])
+def test_graph_settings_that_set_config_fields_use_the_fields_range(tiny_graph, name, value):
+    graph = tiny_graph()
+    graph[name] = value
+    (problem,) = problems(graph)
+    assert problem.startswith(f"graph {name}: {value} is out of range: must be")
