@@ -169,8 +169,6 @@ def model_from_checkpoint(state: dict, device: str | torch.device = "cpu") -> Ac
         observation_space,
         action_space,
         cfg.policy,
-        normalize_obs=cfg.policy.normalize_obs,
-        obs_clip=cfg.policy.obs_clip,
     )
     try:
         model.load_state_dict(state["ppo"]["model"])

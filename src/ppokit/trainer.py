@@ -125,8 +125,6 @@ class Trainer:
             self.env.observation_space,
             self.env.action_space,
             cfg.policy,
-            normalize_obs=cfg.policy.normalize_obs,
-            obs_clip=cfg.policy.obs_clip,
         ).to(self.device)
         self.steps_per_update = cfg.algo.num_steps * cfg.env.num_envs * world
         self.total_updates = math.ceil(cfg.total_steps / self.steps_per_update)

@@ -71,8 +71,6 @@ def build(cfg: TrainConfig, device: str | torch.device = "cpu") -> Objects:
         env.observation_space,
         env.action_space,
         cfg.policy,
-        normalize_obs=cfg.policy.normalize_obs,
-        obs_clip=cfg.policy.obs_clip,
     ).to(device)
     fresh = copy.deepcopy(model)
     ppo = PPO(model, cfg, device, total_updates=10)

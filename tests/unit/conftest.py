@@ -6,6 +6,7 @@ not depend on how pytest puts test directories on sys.path.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -61,9 +62,11 @@ def build_ppo(
     model = ActorCritic(
         box(obs_dim, -np.inf, np.inf),
         action_space if action_space is not None else box(2),
-        policy if policy is not None else small_policy(),
-        normalize_obs=cfg.policy.normalize_obs,
-        obs_clip=cfg.policy.obs_clip,
+        replace(
+            policy if policy is not None else small_policy(),
+            normalize_obs=cfg.policy.normalize_obs,
+            obs_clip=cfg.policy.obs_clip,
+        ),
     )
     return PPO(model, cfg, torch.device("cpu"), total_updates)
 

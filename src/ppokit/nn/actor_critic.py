@@ -137,8 +137,6 @@ class ActorCritic(nn.Module):
         observation_space: gym.Space,
         action_space: gym.Space,
         cfg: PolicyConfig,
-        normalize_obs: bool = True,
-        obs_clip: float = 10.0,
     ) -> None:
         super().__init__()
         self.observation_space = observation_space
@@ -151,7 +149,7 @@ class ActorCritic(nn.Module):
         if self.dict_obs:
             self.obs_dim = None
             self.obs_normalizer = DictObservationNormalizer(
-                observation_space, clip=obs_clip, enabled=normalize_obs
+                observation_space, clip=cfg.obs_clip, enabled=cfg.normalize_obs
             )
             self.actor_encoder = MultiModalEncoder(
                 observation_space, self.actor_keys, cfg.encoders, cfg.activation
@@ -169,7 +167,7 @@ class ActorCritic(nn.Module):
         else:
             self.obs_dim = observation_dim(observation_space)
             self.obs_normalizer = ObservationNormalizer(
-                (self.obs_dim,), clip=obs_clip, enabled=normalize_obs
+                (self.obs_dim,), clip=cfg.obs_clip, enabled=cfg.normalize_obs
             )
             self.actor_encoder = self.critic_encoder = None
             actor_features = self.obs_dim

@@ -220,8 +220,6 @@ class PPOAgentNode(Node):
             e.obs_space(obs_spec),
             e.action_space(act_spec),
             config_call("PolicyConfig", self.policy_config(), POLICY_SHOWN, 8),
-            f"normalize_obs={literal(p['normalize_observations'])}",
-            f"obs_clip={literal(p['obs_clip'])}",
         ]
         e.set_out("model", e.p)
         e.setup(f"{e.p} = {call('ActorCritic', args, len(e.p) + 3)}.to(device)")
