@@ -362,6 +362,10 @@ class Trainer:
             eval_result = self.evaluate(cfg.eval.episodes)
             (self.run_dir / "eval.json").write_text(json.dumps(eval_result, indent=2))
             self.logger.log(self.global_step, {"eval/mean_return": eval_result["mean_return"]})
+        if self.sync.distributed:
+            # Every rank returns rank 0's evaluation, and the ranks reach their exit together
+            # instead of the others tearing the process group down while rank 0 evaluates.
+            eval_result = self.sync.broadcast_object(eval_result)
         if self.logger is not None:
             self.logger.close()
         self.env.close()
