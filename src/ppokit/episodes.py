@@ -66,6 +66,17 @@ class EpisodeTracker:
     def mean_length(self) -> float | None:
         return sum(self.lengths) / len(self.lengths) if self.lengths else None
 
+    def metrics(self) -> dict[str, float]:
+        """charts/episode_return and charts/episode_length over the window (none before the
+        first episode ends): what `ppokit train` and graph trainers log."""
+        mean_return = self.mean_return()
+        if mean_return is None:
+            return {}
+        return {
+            "charts/episode_return": mean_return,
+            "charts/episode_length": float(self.mean_length() or 0.0),
+        }
+
     def state_dict(self) -> dict:
         return {
             "returns": list(self.returns),

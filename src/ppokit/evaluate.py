@@ -50,6 +50,23 @@ def policy_fn(
     return act
 
 
+def evaluate_model(
+    model: ActorCritic,
+    env: EnvConfig | Callable[[], gym.Env],
+    episodes: int,
+    seed: int,
+    device: torch.device | str,
+    deterministic: bool = True,
+) -> dict:
+    """`evaluate_policy` of a model being trained, in eval mode and back: what the trainer's
+    evaluations and a graph's evaluation node run."""
+    model.eval()
+    try:
+        return evaluate_policy(policy_fn(model, deterministic), env, episodes, seed, device)
+    finally:
+        model.train()
+
+
 class RecurrentPolicy:
     """A recurrent model as an eval policy: carries the memory state of each env between calls;
     `evaluate_policy` calls `episodes_ended(mask)` after each step so new episodes start from a

@@ -5,6 +5,7 @@ the output is written) creates the missing folders."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from ppokit.errors import OutputError
@@ -57,3 +58,14 @@ def write_text(path: Path, text: str, what: str) -> None:
         Path(path).write_text(text)
     except OSError as e:
         raise OutputError(f"cannot write {what} {str(path)!r}: {e.strerror or e}") from None
+
+
+def new_run_dir(root: str | Path, label: str, seed: int) -> Path:
+    """<root>/<label>_s<seed>_<date-time>, or with -2, -3, ... when that exists: the run
+    directory name of `ppokit train` and `ppokit graph run` alike (nothing is created)."""
+    stem = f"{label}_s{seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = Path(root) / stem, 1
+    while path.exists():
+        n += 1
+        path = Path(root) / f"{stem}-{n}"
+    return path

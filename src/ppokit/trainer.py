@@ -36,9 +36,10 @@ from ppokit.envs import VecEnv, make_env
 from ppokit.envs.external import adapt_external_env
 from ppokit.episodes import EpisodeTracker
 from ppokit.errors import CheckpointError, ConfigError, EnvError
-from ppokit.evaluate import evaluate_policy, policy_fn
+from ppokit.evaluate import evaluate_model
 from ppokit.logging import Progress, RunLogger, check_wandb
 from ppokit.nn.actor_critic import ActorCritic
+from ppokit.outputs import new_run_dir
 
 # Config fields that must match to resume: they define the shapes and meaning of saved state.
 RESUME_MUST_MATCH = ("env.id", "policy", "algo.optimizer")
@@ -323,7 +324,7 @@ class Trainer:
                     )
                     compiling = False
                 sps = (self.global_step - start_step) / (time.perf_counter() - start_time)
-                metrics.update(self._episode_metrics())
+                metrics.update(self.episodes.metrics())
                 metrics.update(
                     {"charts/SPS": sps, "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
                 )
@@ -419,22 +420,8 @@ class Trainer:
         config's id, or new envs of the kind handed to the constructor."""
         if self.eval_env is None:
             raise EnvError(f"cannot evaluate on new envs: {self.no_eval}")
-        self.model.eval()
-        try:
-            seed = self.cfg.seed + 10_000 if seed is None else seed
-            return evaluate_policy(
-                policy_fn(self.model, deterministic), self.eval_env, episodes, seed, self.device
-            )
-        finally:
-            self.model.train()
-
-    def _episode_metrics(self) -> dict[str, float]:
-        out = {}
-        mean_return = self.episodes.mean_return()
-        if mean_return is not None:
-            out["charts/episode_return"] = mean_return
-            out["charts/episode_length"] = self.episodes.mean_length()
-        return out
+        seed = self.cfg.seed + 10_000 if seed is None else seed
+        return evaluate_model(self.model, self.eval_env, episodes, seed, self.device, deterministic)
 
 
 def check_external_env(env: VecEnv, cfg: TrainConfig, device: torch.device) -> None:
@@ -489,15 +476,9 @@ def run_label(cfg: TrainConfig, env_name: str | None = None) -> str:
 
 def default_run_dir(cfg: TrainConfig, env_name: str | None = None) -> Path:
     """<log.root>/<log.run_name>, else <preset or env name>_s<seed>_<time>."""
-    stem = cfg.log.run_name or (
-        f"{run_label(cfg, env_name)}_s{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    path = Path(cfg.log.root) / stem
-    suffix = 1
-    while path.exists() and not cfg.log.run_name:
-        suffix += 1
-        path = Path(cfg.log.root) / f"{stem}-{suffix}"
-    return path
+    if cfg.log.run_name:
+        return Path(cfg.log.root) / cfg.log.run_name
+    return new_run_dir(cfg.log.root, run_label(cfg, env_name), cfg.seed)
 
 
 def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:

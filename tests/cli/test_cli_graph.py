@@ -82,9 +82,10 @@ def test_nodes_comfyui_definitions(tmp_path):
 def test_export_script_and_convert_workflow(tmp_path, capsys):
     assert main(["graph", "export", str(CARTPOLE), "-o", str(tmp_path / "cartpole.py")]) == 0
     script = (tmp_path / "cartpole.py").read_text()
-    assert (
-        "trainer.record(step)" in script and "trainer.finish_rollout(router_observations)" in script
-    )
+    # The trainer node's steps are calls of rt.NodeTrainer, with the tick's variables.
+    assert "trainer = rt.NodeTrainer(" in script
+    assert "trainer.update_if_full(router_observations, tick)" in script
+    assert "trainer.record(step, tick)" in script
     compile(script, "cartpole.py", "exec")
     assert main(["graph", "export", str(UI_WORKFLOW), "-o", str(tmp_path / "g.json")]) == 0
     converted = json.loads((tmp_path / "g.json").read_text())

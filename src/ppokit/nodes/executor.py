@@ -16,7 +16,7 @@ from ppokit.nodes.errors import GraphRunError
 from ppokit.nodes.files import load_graph
 from ppokit.nodes.graph import Graph
 from ppokit.nodes.program import Program, build_program
-from ppokit.nodes.runtime import default_out_dir
+from ppokit.outputs import new_run_dir
 
 
 @dataclass
@@ -50,7 +50,7 @@ def run_program(
     out = (
         Path(out_dir)
         if out_dir is not None
-        else default_out_dir(graph.name, program.analysis.settings["seed"])
+        else new_run_dir("runs", graph.name, program.analysis.settings["seed"])
     )
     namespace = load_program(program)
     try:

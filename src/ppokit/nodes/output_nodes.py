@@ -23,9 +23,7 @@ _AT_END = Param("at_end", bool, True, "run once after the last tick")
 
 def _checkpoint_state(e: Emitter, trainer_id: str) -> str:
     """The emitted expression for the training state of `trainer_id` (a checkpoint's content)."""
-    t = e.prefix_of(trainer_id)
-    steps = e.analysis.nodes[trainer_id].steps_per_update
-    return f"rt.checkpoint_state({t}_cfg, {t}, {t}.updates * {steps}, {t}_episodes)"
+    return f"{e.prefix_of(trainer_id)}.checkpoint_state()"
 
 
 def _schedule(node: Node, e: Emitter, action: Callable[[str], list[str]], result: str) -> None:
@@ -110,6 +108,7 @@ class EvaluateNode(Node):
         ctx.output("result", PortSpec(METRICS))
 
     def emit(self, e: Emitter) -> None:
+        e.imports("from ppokit.evaluate import evaluate_model")
         p = self.params
         seed = p["seed"] if p["seed"] is not None else e.setting("seed") + 10_000
         env = e.input_spec("env").env
@@ -118,7 +117,7 @@ class EvaluateNode(Node):
             self,
             e,
             lambda when: [
-                f"{result} = rt.evaluate({e.prefix_of(self.agent)}, {e.prefix_of(env)}_cfg,"
+                f"{result} = evaluate_model({e.prefix_of(self.agent)}, {e.prefix_of(env)}_cfg,"
                 f" {p['episodes']}, {seed}, device, deterministic={p['deterministic']})",
                 f"rt.report({literal(self.id)}, rt.eval_line({result}), {when})",
             ],

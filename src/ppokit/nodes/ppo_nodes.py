@@ -228,15 +228,8 @@ class PPOAgentNode(Node):
         trainer = e.analysis.trainer_of(self.id)
         if trainer is None:
             body = [f"{out} = rt.PolicyOutput.explore({e.p}, {obs})"]
-        else:
-            t = e.prefix_of(trainer)
-            body = [
-                f"{t}_active = {t}.updates < {t}_total_updates",
-                f"if {t}_active:  # PPO.act samples and stores obs, action and log-prob in the rollout",
-                f"    {out} = rt.PolicyOutput.from_rollout({e.p}, {obs}, {t}.act({obs}), {t}.buffer)",
-                "else:  # training is over: act without storing",
-                f"    {out} = rt.PolicyOutput.explore({e.p}, {obs})",
-            ]
+        else:  # PPO.act samples and stores obs, action and log-prob while training lasts
+            body = [f"{out} = {e.prefix_of(trainer)}.act({e.p}, {obs})"]
         k = p["act_every"]
         if k > 1:
             body = [f"if tick % {k} == 0:  # acts every {k} ticks; holds its output in between"] + [
@@ -453,14 +446,8 @@ class PPOTrainerNode(Node):
         ctx.output("loss_info", PortSpec(LOSS_INFO))
 
     def emit(self, e: Emitter) -> None:
-        e.imports(
-            "from ppokit.algo.ppo import PPO",
-            "from ppokit.config import AlgoConfig, EnvConfig, PolicyConfig, TrainConfig",
-            "from ppokit.episodes import EpisodeTracker",
-        )
+        e.imports("from ppokit.config import AlgoConfig, EnvConfig, PolicyConfig, TrainConfig")
         t, cfg, k = e.p, self.cfg, self.act_every
-        agent = e.prefix_of(self.agent)
-        steps = self.steps_per_update
         cfg_args = [
             f"env={config_call('EnvConfig', cfg.env, ENV_SHOWN, 8)}",
             f"policy={config_call('PolicyConfig', cfg.policy, POLICY_SHOWN, 11)}",
@@ -468,45 +455,28 @@ class PPOTrainerNode(Node):
             f"total_steps={cfg.total_steps}",
             f"seed={cfg.seed}",
         ]
+        args = [literal(self.id), e.prefix_of(self.agent), f"{t}_cfg", "device"]
+        args += [f"act_every={k}"] if k > 1 else []
+        args += [f"log_every={self.params['log_every']}"]
         e.setup(
             f"{t}_cfg = {call('TrainConfig', cfg_args, 100)}",
-            f"{t}_total_updates = {self.total_updates}  # ceil(total_steps / {steps} steps per update)",
-            f"{t} = PPO({agent}, {t}_cfg, device, {t}_total_updates)",
-            f"{t}_episodes = EpisodeTracker({cfg.env.num_envs}, {cfg.log.episode_window}, device)",
-            f"{t}_loss_info: dict = {{}}",
-            *([f"{t}_window = rt.Window()  # one transition per {k} ticks"] if k > 1 else []),
+            f"{t} = {call('rt.NodeTrainer', args, len(t) + 3)}"
+            f"  # {self.total_updates} updates of {self.steps_per_update} steps",
         )
-        e.loop_condition(f"{t}.updates < {t}_total_updates")
+        e.loop_condition(f"{t}.training")
         # Before the agent acts: a rollout that filled on the previous tick is finished with the
         # observations the agent is about to act on (they follow its last step), then updated.
         next_obs = e.input_of(self.agent, "observations")
-        full = f"{t}.rollout_full" if k == 1 else f"tick % {k} == 0 and {t}.rollout_full"
         e.before(
             self.agent,
             "before the agent acts",
-            f"{e.out('training_complete')} = {full}",
-            f"if {e.out('training_complete')}:  # finish the full rollout with the observations that follow it",
-            f"    {t}_episodes.add_rollout({t}.buffer.rewards, {t}.buffer.dones)",
-            f"    {t}.finish_rollout({next_obs})",
-            f"    {t}_loss_info = {t}.update() | rt.episode_metrics({t}_episodes)",
-            f"    rt.log_update({literal(self.id)}, {t}.updates, {t}_total_updates,"
-            f" {t}.updates * {steps}, {t}_loss_info, {self.params['log_every']})",
+            f"{e.out('training_complete')} = {t}.update_if_full({next_obs}, tick)",
         )
-        e.set_out("loss_info", f"{t}_loss_info")
+        e.set_out("loss_info", f"{t}.loss_info")
         dones, rewards = e.inp("dones"), e.inp("rewards")
-        step = dones if rewards == f"{dones}.rewards" else f"rt.with_rewards({dones}, {rewards})"
-        if k == 1:
-            e.tick(
-                f"if {t}_active:  # store the outcome of this tick's actions",
-                f"    {t}.record({step})",
-            )
-        else:
-            e.tick(
-                f"if {t}_active:  # sum the window's steps; record once per {k} ticks",
-                f"    {t}_window.add({dones}, {rewards})",
-                f"    if tick % {k} == {k - 1}:",
-                f"        {t}.record({t}_window.pop())",
-            )
-        e.final(
-            f"results[{literal(self.id)}] = rt.trainer_summary({t}, {t}_episodes, {t}.updates * {steps}, {t}_loss_info)"
+        own = rewards == f"{dones}.rewards"
+        e.tick(
+            f"{t}.record({dones}, tick{'' if own else f', rewards={rewards}'})"
+            f"  # the outcome of the agent's actions{'' if k == 1 else f'; one transition per {k} ticks'}"
         )
+        e.final(f"results[{literal(self.id)}] = {t}.summary()")

@@ -33,7 +33,7 @@ LINE = 100
 RESERVED = {
     "rt", "torch", "device", "tick", "results", "out", "out_dir", "quiet", "run", "main", "math",
     "Path", "PPO", "ActorCritic", "EnvConfig", "PolicyConfig", "AlgoConfig", "TrainConfig",
-    "EpisodeTracker", "make_env", "annotations",
+    "EpisodeTracker", "make_env", "evaluate_model", "annotations",
 }  # fmt: skip
 
 

@@ -2,9 +2,11 @@
 scripts import this module).
 
 Nothing here learns: acting, recording, GAE and the update are `PPO.act`, `PPO.record`,
-`PPO.finish_rollout` and `PPO.update`, called by the program itself. This module holds the
-small pieces of plumbing that nodes add around them (batch concatenation for several envs,
-k-tick windows for high-level agents, checkpoints, progress lines).
+`PPO.finish_rollout` and `PPO.update`, which `NodeTrainer` calls in the order a PPOTrainerNode
+needs them on each tick. Besides it, this module holds the small pieces of plumbing that nodes
+add around them (batch concatenation for several envs, k-tick windows for high-level agents,
+checkpoints, progress lines). Evaluation is `ppokit.evaluate.evaluate_model` and episode
+statistics `EpisodeTracker.metrics()`, as in `ppokit train`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 import uuid
@@ -25,13 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from ppokit import checkpoint as ckpt
-from ppokit.config import EnvConfig, TrainConfig
+from ppokit.algo.ppo import PPO
+from ppokit.config import TrainConfig
 from ppokit.device import resolve_device, seed_everything, set_threads
 from ppokit.envs.base import StepResult
 from ppokit.episodes import EpisodeTracker
-from ppokit.evaluate import evaluate_policy, policy_fn
 from ppokit.nn.actor_critic import ActorCritic
-from ppokit.outputs import output_file
+from ppokit.outputs import new_run_dir, output_file
 
 _state: dict[str, Any] = {"quiet": False, "t0": time.perf_counter()}
 
@@ -228,18 +231,99 @@ class Window:
 
 
 # ----------------------------------------------------------------------------------------------
-# Progress, evaluation, checkpoints, export
+# A trainer node: PPO's steps in the order of a tick
 # ----------------------------------------------------------------------------------------------
 
 
-def episode_metrics(episodes: EpisodeTracker) -> dict[str, float]:
-    mean_return = episodes.mean_return()
-    if mean_return is None:
-        return {}
-    return {
-        "charts/episode_return": mean_return,
-        "charts/episode_length": float(episodes.mean_length() or 0.0),
-    }
+class NodeTrainer:
+    """What a PPOTrainerNode does on each tick of a graph, around `PPO`'s public steps.
+
+    Per tick, in order: `update_if_full(obs)` before its agent acts (a rollout that filled on
+    the previous tick is finished with the observations the agent is about to act on, which
+    follow its last step, then PPO updates); `act(model, obs)` when the agent acts (PPO.act
+    stores the sample while training lasts); `record(step, tick)` after the env stepped. An
+    agent acting every `act_every` ticks records one transition per window (`Window`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: ActorCritic,
+        cfg: TrainConfig,
+        device: torch.device,
+        act_every: int = 1,
+        log_every: int = 10,
+    ) -> None:
+        self.name, self.cfg, self.act_every, self.log_every = name, cfg, act_every, log_every
+        self.steps_per_update = cfg.algo.num_steps * cfg.env.num_envs * act_every
+        self.total_updates = math.ceil(cfg.total_steps / self.steps_per_update)
+        self.ppo = PPO(model, cfg, device, self.total_updates)
+        self.episodes = EpisodeTracker(cfg.env.num_envs, cfg.log.episode_window, device)
+        self.loss_info: dict[str, float] = {}
+        self.window = Window() if act_every > 1 else None
+        self.storing = True  # whether the agent's last action went into the rollout
+
+    @property
+    def training(self) -> bool:
+        """Updates remain (the graph runs while any trainer is training)."""
+        return self.ppo.updates < self.total_updates
+
+    @property
+    def global_step(self) -> int:
+        return self.ppo.updates * self.steps_per_update
+
+    def update_if_full(self, next_obs: Any, tick: int) -> bool:
+        """Before the agent acts: finish a full rollout with `next_obs` and update; returns
+        whether an update ran (the node's training_complete)."""
+        if tick % self.act_every or not self.ppo.rollout_full:
+            return False
+        self.episodes.add_rollout(self.ppo.buffer.rewards, self.ppo.buffer.dones)
+        self.ppo.finish_rollout(next_obs)
+        self.loss_info = self.ppo.update() | self.episodes.metrics()
+        log_update(
+            self.name, self.ppo.updates, self.total_updates, self.global_step, self.loss_info,
+            self.log_every,
+        )  # fmt: skip
+        return True
+
+    def act(self, model: ActorCritic, obs: torch.Tensor) -> PolicyOutput:
+        """The agent's output: sampled by PPO.act (stored in the rollout) while training lasts,
+        then sampled without storing."""
+        self.storing = self.training
+        if self.storing:
+            return PolicyOutput.from_rollout(model, obs, self.ppo.act(obs), self.ppo.buffer)
+        return PolicyOutput.explore(model, obs)
+
+    def record(self, step: StepResult, tick: int, rewards: torch.Tensor | None = None) -> None:
+        """The outcome of the agent's last action (with `rewards` instead of the env's when a
+        graph reshapes them); one transition per window for an agent acting every k ticks."""
+        if not self.storing:
+            return
+        step = step if rewards is None else with_rewards(step, rewards)
+        if self.window is None:
+            self.ppo.record(step)
+            return
+        self.window.add(step, step.rewards)
+        if tick % self.act_every == self.act_every - 1:
+            self.ppo.record(self.window.pop())
+
+    def checkpoint_state(self) -> dict:
+        """A ppokit checkpoint (the layout `Trainer.state_dict` writes), so `ppokit train
+        --resume`, `ppokit eval` and `ppokit.load_policy` read it."""
+        return ckpt.training_state(self.cfg, self.ppo, self.global_step, self.episodes)
+
+    def summary(self) -> dict:
+        return {
+            "updates": self.ppo.updates,
+            "global_step": self.global_step,
+            "mean_return": self.episodes.mean_return(),
+            "loss_info": self.loss_info,
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress, evaluation, checkpoints, export
+# ----------------------------------------------------------------------------------------------
 
 
 def log_update(
@@ -266,22 +350,6 @@ def report(name: str, what: str, when: str) -> None:
         print(f"[{name}] {what} ({when})", flush=True)
 
 
-def evaluate(
-    model: ActorCritic,
-    env_cfg: EnvConfig,
-    episodes: int,
-    seed: int,
-    device: torch.device,
-    deterministic: bool = True,
-) -> dict:
-    """`evaluate_policy` on fresh envs, with the model in eval mode (as `Trainer.evaluate`)."""
-    model.eval()
-    try:
-        return evaluate_policy(policy_fn(model, deterministic), env_cfg, episodes, seed, device)
-    finally:
-        model.train()
-
-
 def eval_line(result: dict) -> str:
     return (
         f"eval ({result['episodes']} episodes): return {result['mean_return']:.1f}"
@@ -293,14 +361,6 @@ def output_path(out_dir: Path, path: str) -> Path:
     """`path` relative to the run's output directory (absolute paths stay as they are)."""
     p = Path(path)
     return p if p.is_absolute() else out_dir / p
-
-
-def checkpoint_state(
-    cfg: TrainConfig, ppo: Any, global_step: int, episodes: EpisodeTracker
-) -> dict:
-    """A ppokit checkpoint (the layout `Trainer.state_dict` writes), so `ppokit train --resume`
-    and `ppokit.checkpoint.load_checkpoint` read it."""
-    return ckpt.training_state(cfg, ppo, global_step, episodes)
 
 
 def save_checkpoint(path: Path, state: dict) -> str:
@@ -323,27 +383,9 @@ def export_policy(path: Path, fmt: str, state: dict) -> str:
         tmp.unlink(missing_ok=True)
 
 
-def trainer_summary(ppo: Any, episodes: EpisodeTracker, global_step: int, loss_info: dict) -> dict:
-    return {
-        "updates": ppo.updates,
-        "global_step": global_step,
-        "mean_return": episodes.mean_return(),
-        "loss_info": loss_info,
-    }
-
-
 # ----------------------------------------------------------------------------------------------
 # Running a program: output directory and the command line of exported scripts
 # ----------------------------------------------------------------------------------------------
-
-
-def default_out_dir(name: str, seed: int, root: str = "runs") -> Path:
-    stem = f"{name}_s{seed}_{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = Path(root) / stem, 1
-    while path.exists():
-        n += 1
-        path = Path(root) / f"{stem}-{n}"
-    return path
 
 
 def format_results(results: dict) -> list[str]:
@@ -375,7 +417,7 @@ def main(run: Callable[..., dict], name: str, seed: int, device: str) -> None:
     parser.add_argument("--device", default=device, help=f"torch device (default: {device})")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args()
-    out = Path(args.out) if args.out else default_out_dir(name, seed)
+    out = Path(args.out) if args.out else new_run_dir("runs", name, seed)
     results = run(out_dir=out, device=args.device, quiet=args.quiet)
     for line in format_results(results):
         print(line)
@@ -383,21 +425,23 @@ def main(run: Callable[..., dict], name: str, seed: int, device: str) -> None:
 
 
 __all__ = [
+    "NodeTrainer",
     "PolicyOutput",
     "Window",
     "action_space",
     "actions_of",
     "append_features",
     "box",
-    "checkpoint_state",
     "concat_batches",
-    "episode_metrics",
-    "evaluate",
+    "eval_line",
     "export_policy",
     "features",
     "final_observations",
+    "format_results",
     "log_update",
     "main",
+    "output_path",
+    "report",
     "save_checkpoint",
     "start",
     "with_rewards",
