@@ -2,7 +2,9 @@
 
 Each case trains a preset for a few updates (seeded, one thread, CPU) and hashes what the run
 ends with: PPO's whole state (model with normalizer statistics, optimizer, LR schedule, reward
-scaler). The cases cover every path that can run: the NumPy act step (pendulum, cartpole), the
+scaler), and for the first cases the returns of a deterministic and a sampled evaluation after
+training (evaluation and the policy callables share the model's observation -> action path).
+The cases cover every path that can run: the NumPy act step (pendulum, cartpole), the
 torch act path (cartpole with act_backend torch), the recurrent path (cartpole-masked-gru), a
 batched torch env (pointmass-4096), the compiled update with and without a KL check between its
 gradient and its step (halfcheetah), bf16, the EMA agent and the compiled act step.
@@ -25,6 +27,9 @@ import time
 from typing import Any
 
 import torch
+
+# Cases whose trained policy is also evaluated (2 episodes deterministic, 2 sampled).
+EVALUATED = ("pendulum", "cartpole", "cartpole-masked-gru")
 
 # name -> (preset, overrides)
 CASES: dict[str, tuple[str, dict]] = {
@@ -65,7 +70,7 @@ def _hash_state(obj: object, h: Any) -> None:
         h.update(repr(obj).encode())
 
 
-def fingerprint(preset: str, overrides: dict) -> dict:
+def fingerprint(preset: str, overrides: dict, evaluate: bool = False) -> dict:
     from ppokit.config import load_config
     from ppokit.trainer import Trainer
 
@@ -87,15 +92,21 @@ def fingerprint(preset: str, overrides: dict) -> dict:
         trainer.train()
         seconds = time.perf_counter() - start
         state = trainer.ppo.state_dict()
+        returns = None
+        if evaluate:
+            returns = [trainer.evaluate(2, deterministic=d)["returns"] for d in (True, False)]
     model, full = hashlib.sha256(), hashlib.sha256()
     _hash_state(state["model"], model)
     _hash_state(state, full)
-    return {
+    out = {
         "model": model.hexdigest()[:16],
         "ppo_state": full.hexdigest()[:16],
         "updates": trainer.ppo.updates,
         "seconds": round(seconds, 1),
     }
+    if returns is not None:
+        out["eval"] = hashlib.sha256(repr(returns).encode()).hexdigest()[:16]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (preset, overrides) in CASES.items():
         if args.only and name not in args.only:
             continue
-        results[name] = fingerprint(preset, overrides)
+        results[name] = fingerprint(preset, overrides, name in EVALUATED)
         print(f"{name:22s} {json.dumps(results[name])}", flush=True)
     if args.save:
         with open(args.save, "w") as f:
@@ -116,12 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         with open(args.check) as f:
             expected = json.load(f)
+        keys = ("model", "ppo_state", "eval")
         differ = [
             name
             for name, got in results.items()
-            if name in expected
-            and (got["model"], got["ppo_state"])
-            != (expected[name]["model"], expected[name]["ppo_state"])
+            if name in expected and any(got.get(k) != expected[name].get(k) for k in keys)
         ]
         print("differ: " + ", ".join(differ) if differ else "all fingerprints equal")
         return 1 if differ else 0

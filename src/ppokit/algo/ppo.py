@@ -118,8 +118,6 @@ class PPO:
 
     def act(self, obs: Obs) -> torch.Tensor:
         """Sample actions for raw observations, store them in the rollout, return env actions."""
-        if self.buffer.step == 0:
-            self.accel.start_rollout()
         act = self.accel.act or self.acting_model.act  # the model's, unless accelerated
         with torch.no_grad():
             step = act(obs, self.memory_state)

@@ -21,6 +21,7 @@ rest of the run (`_Fallback`): there is no other fallback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,10 +119,15 @@ class Accelerators:
 
     def __init__(self, paths: Paths, ppo: PPO) -> None:
         self.paths = paths
-        self.device = ppo.device
+        # The context the update's loss runs in: bf16 autocast, or nothing (fp32).
+        self.autocast: Callable[[], contextlib.AbstractContextManager] = (
+            contextlib.nullcontext
+            if paths.precision == "fp32"
+            else functools.partial(autocast, paths.precision, ppo.device)
+        )
         self.act: Callable[..., Any] | None = None
         if paths.act == "numpy":
-            self.act = NumpyAct(ppo.acting_model)
+            self.act = NumpyAct(ppo.acting_model, ppo.buffer)
         elif paths.act == "compiled":
             self.act = _Fallback(
                 compiled_act(ppo.acting_model), ppo.acting_model.act, "algo.compile_act", self
@@ -131,20 +137,10 @@ class Accelerators:
             self._compiled = CompiledUpdate(ppo, self.loss)
             self.update = _Fallback(self._compiled, ppo._reference_step, "algo.compile", self)
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The context the update's loss runs in: bf16 autocast, or nothing (fp32)."""
-        return autocast(self.paths.precision, self.device)
-
     def loss(self, model: ActorCritic, mb: Any, **kwargs: Any) -> Any:
         """`ppo_loss` in the configured precision (what a compiled update differentiates)."""
         with self.autocast():
             return ppo_loss(model, mb, **kwargs)
-
-    def start_rollout(self) -> None:
-        """Before a rollout's first act: the NumPy act step copies the weights (they change only
-        between rollouts) and reseeds its sampler."""
-        if isinstance(self.act, NumpyAct):
-            self.act.start_rollout()
 
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict:
         if self.update is not None:  # the compiled step shares one Adam step counter

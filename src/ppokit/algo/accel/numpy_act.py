@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from ppokit.algo.rollout import RolloutBuffer
 from ppokit.nn.actor_critic import ActorCritic, PolicyStep
 from ppokit.nn.distributions import LOG_SQRT_2PI, Categorical, DiagGaussian
 from ppokit.nn.encoders import MLP
@@ -59,12 +60,14 @@ class NumpyAct:
     def supports(model: ActorCritic) -> bool:
         return not NumpyAct.unsupported(model)
 
-    def __init__(self, model: ActorCritic) -> None:
+    def __init__(self, model: ActorCritic, rollout: RolloutBuffer | None = None) -> None:
+        """With `rollout` (PPO's buffer) the weights are copied again at each rollout's first
+        step; without, `start_rollout()` (or `sync`) does it."""
         if not self.supports(model):
             raise ValueError(
                 "the NumPy act step needs an MLP policy with Gaussian/Categorical actions on the CPU"
             )
-        self.model = model
+        self.model, self.rollout = model, rollout
         self.activation = NUMPY_ACTIVATIONS[model.actor.activation]
         # The matmuls here are a few rows by tens of columns: BLAS worker threads only add
         # hand-offs (measured 3.5x slower with 8 envs on a busy 2-core machine), so NumPy's BLAS
@@ -105,6 +108,8 @@ class NumpyAct:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, raw_obs: torch.Tensor, state: torch.Tensor | None = None) -> PolicyStep:
+        if self.rollout is not None and self.rollout.step == 0:
+            self.start_rollout()  # weights and statistics change only between rollouts
         x = raw_obs.numpy().reshape(raw_obs.shape[0], -1)
         if self.normalize:
             x = np.clip((x - self.obs_mean) * self.obs_inv_std, -self.obs_clip, self.obs_clip)
