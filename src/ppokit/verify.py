@@ -89,7 +89,6 @@ def build(cfg: TrainConfig, device: str | torch.device = "cpu") -> Objects:
     b = ppo.buffer
     objects.rollout = {
         "obs": obs_map(lambda x: x.clone(), b.obs),
-        "actions": b.actions.clone(),
         "advantages": b.advantages.clone(),
     }
     if ppo.ema is not None:
