@@ -110,7 +110,7 @@ def measure(
         "env_share": env_time / total,
         "learner_share": 1.0 - env_time / total,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "act_backend": "numpy" if ppo._numpy_explorer is not None else "torch",
+        "act_backend": ppo.paths.act,  # torch, numpy or compiled
         "compile_act": compile_act,
     }
     if device.type == "cuda":

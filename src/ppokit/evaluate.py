@@ -29,25 +29,17 @@ from ppokit.envs.gym_env import GymVecEnv
 from ppokit.errors import ConfigError, EnvError
 from ppokit.nn.actor_critic import ActorCritic
 from ppokit.observations import obs_map
+from ppokit.policy import ModelPolicy
 from ppokit.value_analysis import EpisodeTrace, value_analysis
 
 Active = list[int | None]  # per env: the number of the episode it is running, None when done
 
 
-def policy_fn(
-    model: ActorCritic, deterministic: bool = True
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """raw observations -> env actions, deterministic (mode) or sampled."""
-    if model.recurrent:
-        return RecurrentPolicy(model, deterministic)
-
-    @torch.no_grad()
-    def act(obs: torch.Tensor) -> torch.Tensor:
-        normalized = model.normalize(obs)
-        actions = model.act_deterministic(normalized) if deterministic else model.act(normalized)[0]
-        return model.to_env(actions)
-
-    return act
+def policy_fn(model: ActorCritic, deterministic: bool = True) -> ModelPolicy:
+    """raw observations -> env actions, deterministic (mode) or sampled, through the model's one
+    observation -> action path; a recurrent model's memory is carried between calls and reset
+    where `evaluate_policy` reports an episode ended (as in training)."""
+    return ModelPolicy(model, deterministic)
 
 
 def evaluate_model(
@@ -65,28 +57,6 @@ def evaluate_model(
         return evaluate_policy(policy_fn(model, deterministic), env, episodes, seed, device)
     finally:
         model.train()
-
-
-class RecurrentPolicy:
-    """A recurrent model as an eval policy: carries the memory state of each env between calls;
-    `evaluate_policy` calls `episodes_ended(mask)` after each step so new episodes start from a
-    zero state (the same reset as in training)."""
-
-    def __init__(self, model: ActorCritic, deterministic: bool = True) -> None:
-        self.model, self.deterministic = model, deterministic
-        self.state: torch.Tensor | None = None
-
-    def __call__(self, obs: torch.Tensor | dict) -> torch.Tensor:
-        first = next(iter(obs.values())) if isinstance(obs, dict) else obs
-        if self.state is None or self.state.shape[0] != first.shape[0]:
-            self.state = self.model.initial_state(first.shape[0], first.device)
-        actions, self.state = self.model.policy_step(obs, self.state, self.deterministic)
-        return actions
-
-    def episodes_ended(self, ended: np.ndarray) -> None:
-        if self.state is not None:
-            mask = torch.as_tensor(ended, device=self.state.device).unsqueeze(1)
-            self.state = self.state.masked_fill(mask, 0.0)
 
 
 class EvalHook(Protocol):

@@ -38,6 +38,7 @@ from ppokit import checkpoint as ckpt
 from ppokit.errors import ExportError
 from ppokit.extras import require
 from ppokit.nn.actor_critic import ActorCritic
+from ppokit.nn.memory import reset_states
 from ppokit.outputs import make_dir, output_file
 from ppokit.policy import (
     METADATA_KEY,
@@ -67,14 +68,11 @@ class PolicyGraph(nn.Module):
         self.recurrent = bool(model.recurrent)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        model = self.model
         n = max(1, len(self.keys))
         obs = dict(zip(self.keys, inputs[:n])) if self.keys else inputs[0]
-        normalized = model.normalize(obs)
-        if self.recurrent:
-            params, _, state = model.step(normalized, inputs[n])
-            return model.to_env(model.distribution.mode(params)), state
-        return model.to_env(model.act_deterministic(normalized))
+        state = inputs[n] if self.recurrent else None
+        step = self.model.act(obs, state, deterministic=True)  # the one observation -> action path
+        return (step.env_actions, step.state) if self.recurrent else step.env_actions
 
 
 class DictInputGraph(nn.Module):
@@ -111,8 +109,7 @@ class StatefulPolicy(nn.Module):
         if done is None or done.shape[0] != self.state.shape[0]:
             self.state = torch.zeros(0, self.state_size)
         else:
-            keep = torch.logical_not(done.to(torch.bool)).to(self.state.dtype).unsqueeze(1)
-            self.state = self.state * keep.to(self.state.device)
+            self.state = reset_states(self.state, done.to(torch.bool).to(self.state.device))
 
 
 class StatefulDictPolicy(StatefulPolicy):

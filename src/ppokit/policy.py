@@ -30,7 +30,8 @@ from ppokit.config import TrainConfig, from_dict, to_dict
 from ppokit.envs.gym_env import check_env_id, env_factory
 from ppokit.errors import CheckpointError, EnvError, ExportError
 from ppokit.nn.actor_critic import ActorCritic
-from ppokit.observations import storage_dtype
+from ppokit.nn.memory import reset_states
+from ppokit.observations import obs_batch_size, storage_dtype
 
 METADATA_FORMAT = "ppokit-policy"
 METADATA_VERSION = 1
@@ -384,15 +385,40 @@ class Policy:
         return t.unsqueeze(0) if single else t
 
 
-def _zero_rows(state: Any, done: np.ndarray | None) -> Any:
-    """The state with the rows of `done` envs zeroed (None: forget it entirely)."""
+def _reset_rows(state: torch.Tensor | None, done: np.ndarray | None) -> torch.Tensor | None:
+    """`state` with the rows of `done` envs zeroed (None: forget it; the next call starts from
+    zeros for the batch it gets)."""
     if state is None or done is None or len(done) != state.shape[0]:
         return None
-    if isinstance(state, torch.Tensor):
-        keep = torch.as_tensor(~done, device=state.device).to(state.dtype).unsqueeze(1)
-    else:
-        keep = (~done).astype(state.dtype)[:, None]
-    return state * keep
+    return reset_states(state, torch.as_tensor(done, device=state.device))
+
+
+class ModelPolicy:
+    """A model as a policy callable: raw observations [B, ...] -> env actions, through
+    `ActorCritic.policy_step` (deterministic or sampling). The memory state of a recurrent model
+    is carried between calls, one row per env of the batch, and reset with `reset(done)` /
+    `episodes_ended(ended)` (which `evaluate_policy` calls after each step); a feedforward
+    model's state is empty."""
+
+    def __init__(self, model: ActorCritic, deterministic: bool = True) -> None:
+        self.model, self.deterministic = model, deterministic
+        self.state: torch.Tensor | None = None
+
+    def __call__(self, obs: Any) -> torch.Tensor:
+        batch = obs_batch_size(obs)
+        if self.state is None or self.state.shape[0] != batch:
+            device = next(self.model.parameters()).device
+            self.state = self.model.initial_state(batch, device)
+        actions, self.state = self.model.policy_step(obs, self.state, self.deterministic)
+        return actions
+
+    def reset(self, done: np.ndarray | None = None) -> None:
+        """Zero the state of the envs where `done` [B] is true (None: of every env)."""
+        self.state = _reset_rows(self.state, done)
+
+    def episodes_ended(self, ended: np.ndarray) -> None:
+        if self.model.recurrent:
+            self.reset(np.asarray(ended, dtype=bool))
 
 
 class CheckpointBackend:
@@ -400,26 +426,14 @@ class CheckpointBackend:
 
     def __init__(self, model: ActorCritic, deterministic: bool) -> None:
         self.model = model
-        self.deterministic = deterministic
-        self.state: torch.Tensor | None = None
+        self.policy = ModelPolicy(model, deterministic)
 
-    @torch.no_grad()
     def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        model = self.model
-        obs = inputs[BOX_INPUT] if BOX_INPUT in inputs and not model.dict_obs else inputs
-        if model.recurrent:
-            batch = next(iter(inputs.values())).shape[0]
-            if self.state is None or self.state.shape[0] != batch:
-                self.state = model.initial_state(batch, next(model.parameters()).device)
-            actions, self.state = model.policy_step(obs, self.state, self.deterministic)
-            return actions
-        normalized = model.normalize(obs)
-        if self.deterministic:
-            return model.to_env(model.act_deterministic(normalized))
-        return model.to_env(model.act(normalized)[0])
+        obs = inputs[BOX_INPUT] if BOX_INPUT in inputs and not self.model.dict_obs else inputs
+        return self.policy(obs)
 
     def reset(self, done: np.ndarray | None) -> None:
-        self.state = _zero_rows(self.state, done)
+        self.policy.reset(done)
 
 
 class OnnxBackend:
@@ -429,21 +443,22 @@ class OnnxBackend:
         self.session = session
         self.state_size = int(meta.get("state_size") or 0) if meta.get("recurrent") else 0
         self.output = session.get_outputs()[0].name
-        self.state: np.ndarray | None = None
+        self.state: torch.Tensor | None = None  # on the CPU: shares memory with NumPy's view
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         if not self.state_size:
             return self.session.run([self.output], inputs)[0]
         batch = next(iter(inputs.values())).shape[0]
         if self.state is None or self.state.shape[0] != batch:
-            self.state = np.zeros((batch, self.state_size), np.float32)
-        actions, self.state = self.session.run(
-            [self.output, HIDDEN_OUTPUT], {**inputs, HIDDEN_INPUT: self.state}
+            self.state = torch.zeros(batch, self.state_size)
+        actions, state = self.session.run(
+            [self.output, HIDDEN_OUTPUT], {**inputs, HIDDEN_INPUT: self.state.numpy()}
         )
+        self.state = torch.from_numpy(state)
         return actions
 
     def reset(self, done: np.ndarray | None) -> None:
-        self.state = _zero_rows(self.state, done)
+        self.state = _reset_rows(self.state, done)
 
 
 class TorchScriptBackend:

@@ -280,6 +280,7 @@ class Trainer:
                 f" {cfg.algo.num_steps} steps): training runs {self.total_updates:,} updates ="
                 f" {planned:,} steps"
             )
+        self.say(self.ppo.paths.describe())  # which accelerators replace the reference steps
         self.stop_reason = None
         progress = Progress(
             self.total_updates * self.steps_per_update,
@@ -296,7 +297,7 @@ class Trainer:
         )
         self.ppo.reset_memory()  # recurrent policies: new episodes start from a zero state
         start_time, start_step = time.perf_counter(), self.global_step
-        compiling = self.ppo.compiled is not None
+        compiling = self.ppo.paths.update == "compiled"
         try:
             while (
                 self.ppo.updates < self.total_updates

@@ -14,6 +14,7 @@ then.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ppokit.algo.ppo import PPO, ppo_loss
+from ppokit.algo.loss import MinibatchReport, evaluate_minibatch, loss_settings, ppo_loss
+from ppokit.algo.ppo import PPO
 from ppokit.algo.rollout import Minibatch
 from ppokit.config import TrainConfig, copy_config, minibatch_size
 from ppokit.device import set_threads
@@ -31,7 +33,6 @@ from ppokit.nn.actor_critic import POLICY_HEAD_GAIN, VALUE_HEAD_GAIN, ActorCriti
 from ppokit.nn.distributions import DiagGaussian
 from ppokit.nn.encoders import HIDDEN_GAIN, MLP
 from ppokit.observations import obs_map
-from ppokit.precision import autocast
 
 TOL = 1e-4
 
@@ -54,6 +55,7 @@ class Objects:
     ppo: PPO
     fresh_model: ActorCritic  # the model as initialised, before the probe update
     minibatches: list[dict] = field(default_factory=list)  # per gradient step of the update
+    first_minibatch: Minibatch | None = None  # the update's first (flat, or sequences)
     rollout: dict = field(default_factory=dict)  # what the probe rollout stored
     ema_before: list[torch.Tensor] | None = None
 
@@ -85,7 +87,6 @@ def build(cfg: TrainConfig, device: str | torch.device = "cpu") -> Objects:
     b = ppo.buffer
     objects.rollout = {
         "obs": obs_map(lambda x: x.clone(), b.obs),
-        "actions": b.actions.clone(),
         "advantages": b.advantages.clone(),
     }
     if ppo.ema is not None:
@@ -95,30 +96,40 @@ def build(cfg: TrainConfig, device: str | torch.device = "cpu") -> Objects:
 
 
 def _record_update(objects: Objects) -> None:
-    """Run PPO.update, recording each minibatch and the gradients each step applied."""
-    ppo = objects.ppo
-    inner = ppo._minibatch_step
+    """Run PPO.update with an observer that records each minibatch and the norm of the gradient
+    each step applied."""
 
-    def step(mb: Minibatch, check_kl: bool) -> torch.Tensor | None:
-        terms = inner(mb, check_kl)
-        grads = [p.grad for p in ppo.params if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) if grads else None
+    def record(report: MinibatchReport) -> None:
+        mb = report.minibatch
+        if objects.first_minibatch is None:
+            objects.first_minibatch = mb
         advantages = mb.advantages if mb.mask is None else mb.advantages[mb.mask]
         objects.minibatches.append(
             {
                 "size": mb.actions.shape[1 if mb.states is not None else 0],
                 "advantages": advantages.detach().clone(),
-                "grad_norm": None if norm is None else float(norm),
-                "stepped": terms is not None,
+                "grad_norm": None if report.grad_norm is None else float(report.grad_norm),
+                "stepped": report.stepped,
             }
         )
-        return terms
 
-    ppo._minibatch_step = step  # type: ignore[method-assign]
-    try:
-        ppo.update()
-    finally:
-        del ppo._minibatch_step
+    objects.ppo.update(observers=[record])
+
+
+def _rescored(model: ActorCritic, mb: Minibatch) -> Minibatch:
+    """A probe made of `mb` (a minibatch of the update: flat, or sequences run through the
+    memory as the loss runs them): the log-probs and values `model` gives it, zero advantages,
+    returns equal to the values, no EMA weights. The checks shift what they probe."""
+    with torch.no_grad():
+        log_probs, _, values = evaluate_minibatch(model, mb)
+    return dataclasses.replace(
+        mb,
+        log_probs=log_probs,
+        values=values,
+        advantages=torch.zeros_like(values),
+        returns=values,
+        weights=None,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,16 +307,14 @@ def check_grad_clip(o: Objects) -> list[Row]:
     norms = [mb["grad_norm"] for mb in o.minibatches if mb["grad_norm"] is not None]
     found = f"update: largest {_fmt(max(norms))}" if norms else "update: no gradient step"
     probe = None
-    if not o.ppo.recurrent:
+    if o.first_minibatch is not None:
         ppo = copy.deepcopy(o.ppo)
-        obs = ppo.model.normalize(obs_map(lambda x: x[0], o.rollout["obs"]))
-        actions = o.rollout["actions"][0]
-        with torch.no_grad():
-            log_probs, _, values = ppo.model.evaluate(obs, actions)
-        big = 1e4 * torch.randn_like(values)
-        ppo._minibatch_step(Minibatch(obs, actions, log_probs, values, big, values + big), False)
-        grads = [p.grad.flatten() for p in ppo.params if p.grad is not None]
-        probe = float(torch.linalg.vector_norm(torch.cat(grads)))
+        mb = _rescored(ppo.model, o.first_minibatch)
+        mb.advantages = 1e4 * torch.randn_like(mb.values)
+        mb.returns = mb.values + mb.advantages
+        applied: list[float] = []
+        ppo.minibatch_step(mb, observers=[lambda r: applied.append(float(r.grad_norm))])
+        probe = applied[0]
         found += f"; probe with a huge gradient: {_fmt(probe)}"
     if limit > 0:
         ok = bool(norms) and max(norms) <= limit * (1 + 1e-4)
@@ -317,23 +326,21 @@ def check_grad_clip(o: Objects) -> list[Row]:
 
 
 def check_value_clip(o: Objects) -> list[Row]:
-    """The value loss of a minibatch whose new values sit 1 above the old ones and 1 below the
-    returns: unclipped 0.5, clipped at c 0.5 (2 - c)^2. The clip range is read off the loss."""
-    a = o.cfg.algo
+    """The value loss of a minibatch of the update whose new values sit 1 above the old ones and
+    1 below the returns: unclipped 0.5, clipped at c 0.5 (2 - c)^2. The clip range is read off
+    the loss."""
+    if o.first_minibatch is None:
+        return [Row("value loss clipping", "a gradient step", "the update made none", False)]
     model = o.fresh_model
-    obs = obs_map(lambda x: x[0, :64], o.rollout["obs"])
-    obs = model.normalize(obs)
-    actions = o.rollout["actions"][0, :64]
+    mb = _rescored(model, o.first_minibatch)
+    mb.values, mb.returns = mb.values - 1.0, mb.values + 1.0
     with torch.no_grad():
-        log_probs, _, values = model.evaluate(obs, actions)
-        zeros = torch.zeros_like(values)
-        mb = Minibatch(obs, actions, log_probs, values - 1.0, zeros, values + 1.0)
         terms = ppo_loss(model, mb, **o.ppo.loss_kwargs)
     loss = float(terms.value_loss)
     clipped = loss > 0.5 + 1e-4
     found_clip = 2.0 - math.sqrt(2.0 * loss) if clipped else None
-    if a.clip_value_loss:
-        want = a.value_clip_coef if a.value_clip_coef is not None else a.clip_coef
+    want = loss_settings(o.cfg.algo)["value_clip_coef"]  # the range the config asks for
+    if want is not None:
         return [
             Row(
                 "value loss clipping",
@@ -450,10 +457,10 @@ def check_kl_stop(o: Objects) -> list[Row]:
     a = o.cfg.algo
     ppo = copy.deepcopy(o.ppo)
     if a.target_kl is None:
-        stops = not ppo._kl_allows_step(1e9)
+        stops = not ppo.kl_allows_step(1e9)
         return [Row("KL early stop", "off", "stops" if stops else "never stops", not stops)]
-    above = not ppo._kl_allows_step(a.target_kl * 1.01)
-    below = not ppo._kl_allows_step(a.target_kl * 0.99)
+    above = not ppo.kl_allows_step(a.target_kl * 1.01)
+    below = not ppo.kl_allows_step(a.target_kl * 0.99)
     found = (
         f"{'stops' if above else 'continues'} above target,"
         f" {'stops' if below else 'continues'} below"
@@ -494,14 +501,11 @@ def check_ema(o: Objects) -> list[Row]:
 
 
 def check_precision(o: Objects) -> list[Row]:
-    precision = o.cfg.precision
-    model, device = o.model, o.ppo.device
-    obs = model.normalize(obs_map(lambda x: x[0, :4], o.rollout["obs"]))
-    with autocast(precision, device):
-        features = obs if model.actor_encoder is None else model.actor_encoder(obs)
-        out = model.actor(features) if model.memory is None else None
-    if out is None:
+    precision, model = o.cfg.precision, o.model
+    if o.first_minibatch is None:
         return []
+    with torch.no_grad(), o.ppo.accel.autocast():  # the context the update's loss runs in
+        _, _, out = evaluate_minibatch(model, o.first_minibatch)  # the critic head's output
     dtypes = sorted({_dtype(p.dtype) for p in model.parameters()})
     want = "bfloat16" if precision == "bf16" else "float32"
     return [

@@ -184,10 +184,12 @@ def test_discrete_action_space(make_ppo):
     model = ActorCritic(OBS, gym.spaces.Discrete(4), _policy())
     assert _linears(model.actor)[-1].out_features == 4
     assert model.action_std() is None
-    obs = torch.randn(9, 5)
-    actions, log_prob = model.act(obs)
+    raw = torch.randn(9, 5)
+    step = model.act(raw)
+    actions, log_prob, obs = step.actions, step.log_probs, model.normalize(raw)
     assert actions.dtype == torch.long and actions.shape == (9,)
     assert int(actions.min()) >= 0 and int(actions.max()) < 4
+    assert torch.equal(step.env_actions, actions) and step.values is None
     ref = D.Categorical(logits=model.actor(obs))
     torch.testing.assert_close(log_prob, ref.log_prob(actions))
     lp, ent, _ = model.evaluate(obs, actions)
@@ -205,8 +207,9 @@ def test_multidiscrete_action_space(make_ppo):
     space = gym.spaces.MultiDiscrete([3, 5])
     model = ActorCritic(OBS, space, _policy())
     assert _linears(model.actor)[-1].out_features == 8
-    obs = torch.randn(11, 5)
-    actions, log_prob = model.act(obs)
+    raw = torch.randn(11, 5)
+    step = model.act(raw)
+    actions, log_prob, obs = step.actions, step.log_probs, model.normalize(raw)
     assert actions.shape == (11, 2) and actions.dtype == torch.long
     assert int(actions[:, 0].max()) < 3 and int(actions[:, 1].max()) < 5
     logits = model.actor(obs)

@@ -1,9 +1,13 @@
-"""algo.compile must compute exactly what the eager minibatch step computes."""
+"""algo.compile (an accelerator) against its reference, the eager minibatch step
+(`PPO._reference_step`: ppo_loss, backward, clip_grad_norm_, torch.optim.Adam/AdamW): the same
+loss terms, parameters and optimizer state step for step, the same reports to update observers,
+and a compilation failure that falls back to the reference once, with one warning."""
 
 from __future__ import annotations
 
 import copy
 import os
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -59,11 +63,12 @@ def _minibatches(n: int) -> list[Minibatch]:
 )
 def test_compiled_step_matches_eager(algo):
     eager, compiled = _ppo(False, **algo), _ppo(True, **algo)
-    assert compiled.compiled is not None, "torch.compile unavailable: the test cannot run here"
+    assert compiled.paths.update == "compiled", "torch.compile unavailable: cannot test it here"
+    assert eager.paths.update == "eager" and eager.accel.update is None
     check_kl = bool(algo.get("target_kl"))
     for mb in _minibatches(6):
-        terms_eager = eager._minibatch_step(mb, check_kl)
-        terms_compiled = compiled._minibatch_step(mb, check_kl)
+        terms_eager = eager.minibatch_step(mb, check_kl)
+        terms_compiled = compiled.minibatch_step(mb, check_kl)
         torch.testing.assert_close(terms_compiled, terms_eager, rtol=1e-5, atol=1e-6)
     for p_eager, p_compiled in zip(eager.params, compiled.params):
         torch.testing.assert_close(p_compiled, p_eager, rtol=1e-5, atol=1e-6)
@@ -79,15 +84,15 @@ def test_compiled_step_matches_eager(algo):
 def test_compiled_state_survives_a_checkpoint_round_trip():
     source = _ppo(True)
     for mb in _minibatches(3):
-        source._minibatch_step(mb, False)
+        source.minibatch_step(mb)
     state = source.state_dict()
     resumed, reference = _ppo(True), _ppo(False)
     # Like a checkpoint file: each loader gets its own copy (load_state_dict may alias tensors).
     resumed.load_state_dict(copy.deepcopy(state))
     reference.load_state_dict(copy.deepcopy(state))
     for mb in _minibatches(2):
-        resumed._minibatch_step(mb, False)
-        reference._minibatch_step(mb, False)
+        resumed.minibatch_step(mb)
+        reference.minibatch_step(mb)
     for a, b in zip(resumed.params, reference.params):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -98,7 +103,7 @@ def test_the_inductor_cache_is_kept_apart_per_cpu_capability(monkeypatch, tmp_pa
     directory the user chose alone."""
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    from ppokit.algo.compiled_step import cache_per_cpu_capability
+    from ppokit.algo.accel.compiled import cache_per_cpu_capability
 
     capability = torch.backends.cpu.get_cpu_capability().lower()
     for preset in (None, default_cache_dir()):  # unset, or torch's own default written at import
@@ -111,3 +116,55 @@ def test_the_inductor_cache_is_kept_apart_per_cpu_capability(monkeypatch, tmp_pa
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     cache_per_cpu_capability()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("early_stop", [False, True], ids=["steps", "kl-stop"])
+def test_observers_see_the_same_steps_as_on_the_reference(early_stop):
+    """With observers the compiled update splits gradient and step (like a KL check) and shows
+    the clipped gradient it applies, as the reference shows the one it steps with."""
+    algo = {"lr_schedule": "adaptive", "target_kl": 0.001, "kl_early_stop": early_stop}
+    eager, compiled = _ppo(False, **algo), _ppo(True, **algo)
+    reports: dict[str, list] = {"eager": [], "compiled": []}
+    for mb in _minibatches(3):
+        for name, ppo in (("eager", eager), ("compiled", compiled)):
+            ppo.minibatch_step(mb, True, observers=[reports[name].append])
+    # These minibatches' KL is far above the target: the early stop refuses every step.
+    assert [r.stepped for r in reports["eager"]] == [not early_stop] * 3
+    assert [r.stepped for r in reports["compiled"]] == [not early_stop] * 3
+    for ours, ref in zip(reports["compiled"], reports["eager"]):
+        torch.testing.assert_close(ours.terms, ref.terms, rtol=1e-5, atol=1e-6)
+        if ref.stepped:
+            torch.testing.assert_close(ours.grad_norm, ref.grad_norm, rtol=1e-5, atol=1e-6)
+            assert float(ref.grad_norm) <= 0.5 * (1 + 1e-5)  # max_grad_norm
+        else:
+            assert ours.grad_norm is None and ref.grad_norm is None
+    for p_eager, p_compiled in zip(eager.params, compiled.params):
+        torch.testing.assert_close(p_compiled, p_eager, rtol=1e-5, atol=1e-6)
+
+
+def test_a_failed_compilation_falls_back_to_the_reference_once(monkeypatch):
+    """Compilation errors surface at the first call: one warning, then the reference step, with
+    the optimizer's per-parameter step counters un-shared again."""
+    import ppokit.algo.accel as accel
+
+    def broken(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no backend")
+
+        return call
+
+    monkeypatch.setattr(accel, "compile_available", lambda device: (True, ""))
+    monkeypatch.setattr(torch, "compile", broken)
+    failing, reference = _ppo(True), _ppo(False)
+    assert failing.paths.update == "compiled"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for mb in _minibatches(3):
+            torch.testing.assert_close(failing.minibatch_step(mb), reference.minibatch_step(mb))
+    messages = [str(w.message) for w in caught if "algo.compile" in str(w.message)]
+    assert len(messages) == 1 and "compilation failed (RuntimeError: no backend)" in messages[0]
+    assert failing.accel.update is None
+    for a, b in zip(failing.params, reference.params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    steps = [failing.optimizer.state[p]["step"] for p in failing.params]
+    assert len({id(s) for s in steps}) == len(steps) and all(float(s) == 3 for s in steps)

@@ -218,9 +218,9 @@ def _worker(rank: int, port: int, out: str) -> None:
         ppo = _first_update_ppo(N, sync=DistributedSync(torch.device("cpu")))
         results["first_update"] = run_first_update(ppo, rank)
 
-        import ppokit.algo.ppo as ppo_module
+        import ppokit.algo.accel as accel
 
-        ppo_module.compile_available = lambda device: (True, "")
+        accel.compile_available = lambda device: (True, "")
         torch.compile = lambda fn, **kwargs: fn
         for name, algo in TRAINER_VARIANTS.items():
             stops: list[float] = []
@@ -228,7 +228,7 @@ def _worker(rank: int, port: int, out: str) -> None:
                 _trainer_cfg(out_dir / "runs", name, **algo),
                 callbacks=[lambda _, m, stops=stops: stops.append(m["losses/early_stopped"])],
             )
-            assert (trainer.ppo.compiled is not None) == algo.get("compile", False)
+            assert (trainer.ppo.paths.update == "compiled") == algo.get("compile", False)
             trainer.train()
             results[name] = {**_final_state(trainer), "early_stopped": stops}
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ppokit.algo.ema import EmaPolicy, behaviour_weights
-from ppokit.algo.ppo import PPO, ppo_loss
+from ppokit.algo.loss import ppo_loss
+from ppokit.algo.ppo import PPO
 from ppokit.algo.rollout import Minibatch
 from ppokit.config import TrainConfig, validate
 from ppokit.envs.base import StepResult
@@ -73,7 +74,7 @@ def test_the_average_acts_and_the_trained_policy_is_the_proximal_one(act_backend
     ppo = ema_ppo(act_backend=act_backend)
     assert ppo.acting_model is ppo.ema.model
     if act_backend == "numpy":
-        assert ppo._numpy_explorer.model is ppo.ema.model
+        assert ppo.accel.act.model is ppo.ema.model  # the NumPy act step
     perturb(ppo.model)  # the trained policy has moved away from its average
     next_obs = fill(ppo)
     b = ppo.buffer
@@ -169,7 +170,7 @@ def test_behaviour_weights():
 def test_the_compiled_step_passes_the_weights_to_the_loss():
     """algo.compile calls ppo_loss through _Loss(*CompiledStep._tensors(mb)); the EMA weights
     must survive that flattening (checked eagerly: the graph is the same function)."""
-    from ppokit.algo.compiled_step import CompiledStep, _Loss
+    from ppokit.algo.accel.compiled import CompiledStep, _Loss
 
     ppo = ema_ppo()
     perturb(ppo.model)

@@ -1,4 +1,5 @@
-"""compute_gae: hand-computed cases and a naive per-env reference implementation."""
+"""compute_gae: hand-computed cases and a naive per-env reference implementation; RewardScaler
+against a NumPy re-computation."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppokit.algo.gae import compute_gae
+from ppokit.algo.gae import RewardScaler, compute_gae
 from ppokit_testutil import naive_gae
 
 
@@ -132,3 +133,90 @@ def test_lambda_zero_gives_one_step_td_errors():
     adv, _ = compute_gae(r, v, nv, terminated, dones, gamma, 0.0)
     expected = r + gamma * nv * (~terminated).double() - v
     torch.testing.assert_close(adv, expected, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# RewardScaler
+# --------------------------------------------------------------------------------------------
+
+
+class NumpyRewardScaler:
+    """Return-based reward scaling, written independently with a per-step loop in float64."""
+
+    def __init__(self, num_envs: int, gamma: float, clip: float, eps: float = 1e-8) -> None:
+        self.gamma, self.clip, self.eps = gamma, clip, eps
+        self.running = np.zeros(num_envs)
+        self.seen: list[np.ndarray] = []
+
+    def scale_rollout(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        for t in range(len(rewards)):
+            self.running = self.gamma * self.running + rewards[t]
+            self.seen.append(self.running.copy())
+            self.running = np.where(dones[t], 0.0, self.running)  # a new episode starts
+        var = np.concatenate(self.seen).var()
+        scaled = rewards / np.sqrt(var + self.eps)
+        return np.clip(scaled, -self.clip, self.clip) if self.clip > 0 else scaled
+
+
+def _reward_rollout(gen, T, N, outlier=False):
+    rewards = gen.normal(loc=1.0, scale=1.0, size=(T, N)).astype(np.float32)
+    if outlier:
+        rewards[3, 1] = 60.0
+    dones = gen.random((T, N)) < 0.08
+    return rewards, dones
+
+
+@pytest.mark.parametrize("clip", [0.0, 2.0])
+def test_reward_scaler_matches_numpy_across_rollouts(clip):
+    gen = np.random.default_rng(4)
+    T, N, gamma = 25, 3, 0.9
+    scaler = RewardScaler(N, gamma, clip=clip)
+    reference = NumpyRewardScaler(N, gamma, clip=clip)
+    rollouts = [_reward_rollout(gen, T, N), _reward_rollout(gen, T, N, outlier=True)]
+    # Episodes span the rollout boundary (no env is done at the last step of rollout 1).
+    rollouts[0][1][-1] = False
+    for rewards, dones in rollouts:
+        out = scaler.scale_rollout(torch.as_tensor(rewards), torch.as_tensor(dones))
+        expected = reference.scale_rollout(rewards.astype(np.float64), dones)
+        np.testing.assert_allclose(out.numpy(), expected, rtol=2e-5, atol=1e-6)
+        # The per-env running returns are carried into the next rollout.
+        np.testing.assert_allclose(scaler.returns.numpy(), reference.running, rtol=1e-5)
+        assert out.dtype == torch.float32
+    assert scaler.rms.count.item() == 2 * T * N
+    if clip:
+        assert (np.abs(expected) == clip).any() and (np.abs(expected) < clip).any()
+
+
+def test_reward_scaler_carry_matters():
+    # A scaler that forgot the returns between rollouts would see different returns in rollout 2.
+    gen = np.random.default_rng(5)
+    T, N, gamma = 20, 2, 0.99
+    first = _reward_rollout(gen, T, N)
+    first[1][:] = False
+    second = _reward_rollout(gen, T, N)
+    second[1][:] = False
+    carried = RewardScaler(N, gamma, clip=0.0)
+    carried.scale_rollout(torch.as_tensor(first[0]), torch.as_tensor(first[1]))
+    forgetful = NumpyRewardScaler(N, gamma, clip=0.0)
+    forgetful.scale_rollout(first[0].astype(np.float64), first[1])
+    forgetful.running[:] = 0.0
+    out = carried.scale_rollout(torch.as_tensor(second[0]), torch.as_tensor(second[1]))
+    wrong = forgetful.scale_rollout(second[0].astype(np.float64), second[1])
+    assert not np.allclose(out.numpy(), wrong, rtol=1e-3)
+
+
+def test_reward_scaler_reset_and_disabled():
+    scaler = RewardScaler(2, 0.9, clip=0.0)
+    rewards = torch.ones(4, 2)
+    scaler.scale_rollout(rewards, torch.zeros(4, 2, dtype=torch.bool))
+    # returns after 4 steps of reward 1: 1 + 0.9 + 0.81 + 0.729
+    torch.testing.assert_close(scaler.returns, torch.full((2,), 3.439))
+    count = scaler.rms.count.item()
+    scaler.reset()
+    assert torch.equal(scaler.returns, torch.zeros(2))
+    assert scaler.rms.count.item() == count  # statistics are kept
+
+    off = RewardScaler(2, 0.9, enabled=False)
+    r = torch.randn(5, 2) * 100
+    assert torch.equal(off.scale_rollout(r, torch.zeros(5, 2, dtype=torch.bool)), r)
+    assert off.rms.count.item() == 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppokit.algo.ppo import explained_variance, ppo_loss
+from ppokit.algo.loss import explained_variance, ppo_loss
 from ppokit.algo.rollout import Minibatch
 from ppokit.config import PolicyConfig
 from ppokit.nn.actor_critic import ActorCritic

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ppokit.algo.ppo as ppo_module
-from ppokit.nn.normalization import RewardScaler
+from ppokit.algo.gae import RewardScaler
 from ppokit_testutil import naive_gae
 
 

@@ -1,4 +1,5 @@
-"""--precision bf16: the update's forward and backward under bfloat16 autocast, fp32 weights."""
+"""--precision bf16 (an accelerator): the update's forward and backward under bfloat16 autocast,
+fp32 weights; the same update as the reference (fp32) up to bf16 rounding."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ppokit.algo.accel.precision import autocast, check_precision
 from ppokit.algo.ppo import PPO
 from ppokit.config import PolicyConfig, TrainConfig, validate
 from ppokit.errors import ConfigError
 from ppokit.nn.actor_critic import ActorCritic
-from ppokit.precision import autocast, check_precision
 
 
 def test_autocast_contexts():
@@ -60,7 +61,7 @@ def _ppo(memory: str, precision: str) -> PPO:
 @pytest.mark.parametrize("memory", ["none", "gru"])
 def test_bf16_update_keeps_fp32_master_weights(collect, monkeypatch, memory):
     fp32, bf16 = _ppo(memory, "fp32"), _ppo(memory, "bf16")
-    assert bf16.precision == "bf16"
+    assert bf16.paths.precision == "bf16" and fp32.paths.precision == "fp32"
     torch.manual_seed(3)
     log = collect(fp32)
     torch.manual_seed(3)

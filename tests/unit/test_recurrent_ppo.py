@@ -11,13 +11,14 @@ import pytest
 import torch
 
 import ppokit.algo.ppo as ppo_module
-from ppokit.algo.ppo import PPO, ppo_loss
+from ppokit.algo.accel.numpy_act import NumpyAct
+from ppokit.algo.loss import ppo_loss
+from ppokit.algo.ppo import PPO
 from ppokit.algo.rollout import Minibatch
 from ppokit.config import PolicyConfig, TrainConfig, load_config, validate
 from ppokit.envs.base import StepResult
 from ppokit.errors import ConfigError
 from ppokit.nn.actor_critic import ActorCritic
-from ppokit.nn.numpy_explorer import NumpyExplorer
 from ppokit.trainer import Trainer
 
 DICT_SPACE = gym.spaces.Dict(
@@ -453,13 +454,13 @@ def test_recurrent_config_errors(overrides, message):
 def test_numpy_act_step_is_for_flat_mlp_policies_only():
     box = gym.spaces.Box(-1, 1, (3,), np.float32)
     act = gym.spaces.Box(-1, 1, (2,), np.float32)
-    assert NumpyExplorer.supports(ActorCritic(box, act, policy("none")))
-    assert not NumpyExplorer.supports(ActorCritic(box, act, policy("gru")))
-    assert not NumpyExplorer.supports(ActorCritic(box, act, policy("lstm")))
+    assert NumpyAct.supports(ActorCritic(box, act, policy("none")))
+    assert not NumpyAct.supports(ActorCritic(box, act, policy("gru")))
+    assert not NumpyAct.supports(ActorCritic(box, act, policy("lstm")))
     dict_model = ActorCritic(DICT_SPACE, act, policy("none", encoders={"depth": SMALL_CNN}))
-    assert not NumpyExplorer.supports(dict_model)
+    assert not NumpyAct.supports(dict_model)
     ppo = make_ppo(policy("gru"))
-    assert ppo._numpy_explorer is None
+    assert ppo.paths.act == "torch" and ppo.paths.act_why == "recurrent policy"
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ppokit.algo.ppo import NUMPY_MAX_ENVS, PPO
+from ppokit.algo.accel import NUMPY_MAX_ENVS
+from ppokit.algo.ppo import PPO
 from ppokit.config import EnvConfig, TrainConfig, validate
 from ppokit.envs import make_env
 from ppokit.envs.reference import POINT_MASS_ID
@@ -201,9 +202,10 @@ def test_the_rollout_loop_does_not_synchronise_on_cuda():
 
 def test_auto_act_backend_is_torch_for_batched_envs():
     ppo, _ = reference_ppo(NUMPY_MAX_ENVS + 1)
-    assert ppo._numpy_explorer is None
+    assert (ppo.paths.act, ppo.paths.act_why) == ("torch", f"{NUMPY_MAX_ENVS + 1} envs > 16")
+    assert ppo.accel.act is None  # the reference: ActorCritic.act
     ppo, _ = reference_ppo(NUMPY_MAX_ENVS)
-    assert ppo._numpy_explorer is not None
+    assert ppo.paths.act == "numpy" and ppo.accel.act is not None
 
 
 def test_pre_step_bootstrap_uses_the_value_of_the_observation_acted_on():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 import ppokit
-import ppokit.algo.ppo as ppo_module
+import ppokit.algo.accel as accel
 from ppokit_testutil import tiny_train_config
 
 
@@ -22,12 +22,12 @@ def test_total_steps_rounded_up_to_whole_updates_is_said_once(tmp_path, capsys):
 
 
 def test_compiling_the_update_is_announced_once(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ppo_module, "compile_available", lambda device: (True, ""))
+    monkeypatch.setattr(accel, "compile_available", lambda device: (True, ""))
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
     cfg = tiny_train_config(tmp_path)
     cfg.algo.compile = True
     trainer = ppokit.Trainer(cfg)
-    assert trainer.ppo.compiled is not None
+    assert trainer.ppo.paths.update == "compiled"
     trainer.train()
     out = capsys.readouterr().out
     assert out.count("algo.compile: compiling the update with torch.compile (one-off") == 1

@@ -28,6 +28,10 @@ import copy
 import torch
 from torch import nn
 
+from ppokit.algo.rollout import RolloutBuffer
+from ppokit.errors import ConfigError
+from ppokit.observations import Obs
+
 
 class EmaPolicy:
     """A frozen copy of `model` whose parameters trail the model's by `decay` per update."""
@@ -35,6 +39,8 @@ class EmaPolicy:
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        if getattr(model, "recurrent", False):
+            raise ConfigError("ema.decay does not support recurrent policies; use 0")
         self.decay = decay
         self.model = copy.deepcopy(model)
         for p in self.model.parameters():
@@ -48,6 +54,26 @@ class EmaPolicy:
         torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
         for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
             ema_buffer.copy_(buffer)
+
+    @torch.no_grad()
+    def relabel(self, model: nn.Module, buffer: RolloutBuffer, obs: Obs) -> None:
+        """The trained `model`'s values and (proximal) log-probabilities of the full rollout in
+        one pass over its normalized flat `obs`; the buffer's log-probabilities become the
+        proximal ones and its `weights` pi_prox / pi_behaviour (the stored log-probs were the
+        EMA's)."""
+        T, N = buffer.num_steps, buffer.num_envs
+        log_probs, _, values = model.evaluate(obs, buffer.actions.flatten(0, 1))
+        buffer.values.copy_(values.view(T, N))
+        buffer.weights = behaviour_weights(log_probs.view(T, N), buffer.log_probs)
+        buffer.log_probs.copy_(log_probs.view(T, N))
+
+    @staticmethod
+    def weight_metrics(buffer: RolloutBuffer) -> dict[str, float]:
+        """Mean and max of the rollout's importance weights (logged), which it then forgets."""
+        assert buffer.weights is not None
+        w_mean, w_max = torch.stack([buffer.weights.mean(), buffer.weights.max()]).tolist()
+        buffer.weights = None
+        return {"charts/ema_weight_mean": w_mean, "charts/ema_weight_max": w_max}
 
     def state_dict(self) -> dict:
         return self.model.state_dict()

@@ -1,128 +1,51 @@
-"""PPO: the loss, and the algorithm's public steps (act, record, finish_rollout, update).
+"""PPO's public steps — `act`, `record`, `finish_rollout`, `update` — on the reference path.
 
-This is the one place the PPO math lives. The trainer, the node executor and user loops all call
-these steps; none of them re-implements any of it.
+This file is the algorithm a reader follows; the rest of it is in four files: the loss
+(algo/loss.py), the rollout buffer and its minibatches (algo/rollout.py), reward scaling and GAE
+(algo/gae.py) and the model (nn/actor_critic.py). The trainer, the node programs and user loops
+call these steps; none of them re-implements any of it.
+
+What runs is this eager torch code unless an accelerator replaces a step (the NumPy or compiled
+act step, the compiled update, bf16): `algo/accel` chooses them in one place (`PPO.paths`, the
+line the Trainer prints at start-up), and each is tested equal to the step it replaces.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ppokit.algo.compiled_step import CompiledStep, compile_available
-from ppokit.algo.ema import EmaPolicy, behaviour_weights
-from ppokit.algo.gae import compute_gae
+from ppokit.algo.accel import Accelerators, choose_paths
+from ppokit.algo.ema import EmaPolicy
+from ppokit.algo.gae import RewardScaler, compute_gae
+from ppokit.algo.loss import (
+    MinibatchReport,
+    UpdateObserver,
+    explained_variance,
+    loss_settings,
+    normalize_batch_advantages,
+    ppo_loss,
+    stack_terms,
+)
 from ppokit.algo.rollout import Minibatch, RolloutBuffer
 from ppokit.algo.schedules import LRSchedule
 from ppokit.config import TrainConfig, minibatch_size
 from ppokit.distributed import LocalSync
 from ppokit.envs.base import StepResult
-from ppokit.errors import ConfigError
 from ppokit.nn.actor_critic import ActorCritic
-from ppokit.nn.normalization import RewardScaler
-from ppokit.nn.numpy_explorer import NumpyExplorer
+from ppokit.nn.memory import reset_states
 from ppokit.observations import Obs, storage_dtype
-from ppokit.precision import autocast, check_precision
 
-ADV_EPS = 1e-8
-# `algo.act_backend auto` acts in NumPy up to this many envs: beyond, torch's per-op overhead is
-# amortised and its kernels win (measured: benchmarks/RESULTS.md, "Batched torch envs").
-NUMPY_MAX_ENVS = 16
-
-
-@dataclass
-class LossTerms:
-    loss: torch.Tensor
-    policy_loss: torch.Tensor
-    value_loss: torch.Tensor
-    entropy: torch.Tensor
-    approx_kl: torch.Tensor
-    clip_fraction: torch.Tensor
-
-
-def normalize_advantages(
-    advantages: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Zero mean, unit std; over the entries where `mask` is true when given (padding)."""
-    if mask is None:
-        return (advantages - advantages.mean()) / (advantages.std() + ADV_EPS)
-    real = advantages[mask]
-    return (advantages - real.mean()) / (real.std() + ADV_EPS)
-
-
-def ppo_loss(
-    model: ActorCritic,
-    mb: Minibatch,
-    clip_coef: float,
-    value_clip_coef: float | None,
-    vf_coef: float,
-    ent_coef: float,
-    normalize_minibatch_advantages: bool = False,
-) -> LossTerms:
-    """Clipped surrogate + (optionally clipped) value loss - entropy bonus, for one minibatch.
-
-    `value_clip_coef` None means an unclipped value loss. A minibatch of sequences (recurrent
-    policies: `mb.states` set) is re-run through the memory from its stored initial states; its
-    padded steps (`mb.mask` false) are left out of every term and statistic. With `mb.weights`
-    (an EMA agent collected the data) each sample's clipped surrogate is weighted by
-    pi_prox / pi_behaviour, and `mb.log_probs` are the proximal policy's (algo/ema.py).
-    """
-    if mb.states is not None:
-        log_probs, entropy, values = model.evaluate_sequence(
-            mb.obs, mb.actions, mb.states, mb.resets
-        )
-    else:
-        log_probs, entropy, values = model.evaluate(mb.obs, mb.actions)
-    mask = mb.mask
-    if mask is None:
-        mean = torch.mean
-    else:
-        count = mask.sum()
-
-        def mean(x: torch.Tensor) -> torch.Tensor:
-            return torch.where(mask, x, 0.0).sum() / count
-
-    log_ratio = log_probs - mb.log_probs
-    ratio = log_ratio.exp()
-    advantages = (
-        normalize_advantages(mb.advantages, mask)
-        if normalize_minibatch_advantages
-        else mb.advantages
-    )
-    surrogate = torch.max(
-        -advantages * ratio, -advantages * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)
-    )
-    if mb.weights is not None:
-        surrogate = surrogate * mb.weights
-    policy_loss = mean(surrogate)
-    value_error = (values - mb.returns).square()
-    if value_clip_coef is not None:
-        clipped = mb.values + (values - mb.values).clamp(-value_clip_coef, value_clip_coef)
-        value_error = torch.max(value_error, (clipped - mb.returns).square())
-    value_loss = 0.5 * mean(value_error)
-    entropy_mean = mean(entropy)
-    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy_mean
-    with torch.no_grad():
-        # The low-variance estimator E[(r - 1) - log r] (Schulman), >= 0 for every sample.
-        approx_kl = mean((ratio - 1.0) - log_ratio)
-        clip_fraction = mean(((ratio - 1.0).abs() > clip_coef).float())
-    return LossTerms(
-        loss,
-        policy_loss.detach(),
-        value_loss.detach(),
-        entropy_mean.detach(),
-        approx_kl,
-        clip_fraction,
-    )
-
-
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - Var[target - predicted] / Var[target] (nan when the target is constant)."""
-    var_target = target.var()
-    return 1.0 - (target - predicted).var() / var_target
+# The loss terms `update` averages over its minibatches, in `stack_terms` order.
+LOSS_METRICS = (
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/entropy",
+    "losses/approx_kl",
+    "losses/clip_fraction",
+)
 
 
 class PPO:
@@ -149,19 +72,19 @@ class PPO:
     ) -> None:
         self.sync = sync if sync is not None else LocalSync()
         self.sync.broadcast_module(model)  # every rank starts from rank 0's parameters
-        self.model = model
-        self.cfg = cfg
-        self.algo = cfg.algo
-        self.device = device
+        self.model, self.cfg, self.algo, self.device = model, cfg, cfg.algo, device
         self.num_envs = cfg.env.num_envs
+        self.recurrent = model.recurrent
+        self.finite_horizon = cfg.env.finite_horizon
         self.minibatch_size = minibatch_size(cfg)
         self.schedule = LRSchedule(cfg.algo, total_updates)
         self.optimizer = make_optimizer(model, cfg)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.loss_kwargs = loss_settings(cfg.algo)
         self.reward_scaler = RewardScaler(
             self.num_envs, cfg.algo.gamma, clip=cfg.algo.reward_clip, enabled=cfg.algo.scale_rewards
         ).to(device)
         dist = model.distribution
-        self.recurrent = model.recurrent
         self.buffer = RolloutBuffer(
             cfg.algo.num_steps,
             self.num_envs,
@@ -171,82 +94,18 @@ class PPO:
             device,
             state_size=model.state_size,
         )
-        self.memory_state = model.initial_state(self.num_envs, device)
+        self.memory_state = model.initial_state(self.num_envs, device)  # [N, 0] without memory
         # The finished rollout's GAE inputs, kept for recomputing advantages between epochs.
         self.scaled_rewards: torch.Tensor | None = None
         self.last_values: torch.Tensor | None = None
         self.next_obs: Obs | None = None
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        a = cfg.algo
-        self.loss_kwargs = {
-            "clip_coef": a.clip_coef,
-            "value_clip_coef": (a.value_clip_coef if a.value_clip_coef is not None else a.clip_coef)
-            if a.clip_value_loss
-            else None,
-            "vf_coef": a.vf_coef,
-            "ent_coef": a.ent_coef,
-            "normalize_minibatch_advantages": a.normalize_advantages
-            and a.advantage_norm_scope == "minibatch",
-        }
-        check_precision(cfg.precision, device)
-        self.precision = cfg.precision
-        self.finite_horizon = cfg.env.finite_horizon
         # The policy that acts in rollouts: the model, or an EMA of it (algo/ema.py).
-        self.ema: EmaPolicy | None = None
-        if cfg.ema.decay > 0:  # feedforward only: config.validate refuses it for memory
-            self.ema = EmaPolicy(model, cfg.ema.decay)
+        self.ema = EmaPolicy(model, cfg.ema.decay) if cfg.ema.decay > 0 else None
         self.acting_model = self.ema.model if self.ema is not None else model
-        self.compiled: CompiledStep | None = None
-        self._numpy_explorer: NumpyExplorer | None = None
-        if a.act_backend == "numpy" and not NumpyExplorer.supports(model):
-            raise ConfigError(
-                "algo.act_backend numpy runs flat MLP policies (Box observations, no memory,"
-                " tanh/relu/elu, Gaussian or Categorical actions) on the CPU; use auto or torch"
-            )
-        if a.act_backend == "numpy" or (
-            a.act_backend == "auto"
-            and self.num_envs <= NUMPY_MAX_ENVS
-            and NumpyExplorer.supports(model)
-        ):
-            self._numpy_explorer = NumpyExplorer(self.acting_model)
-        if a.compile:  # flat MLPs only: config.validate refuses it for memory
-            self._build_compiled()
-        self._explore = self.acting_model.explore
-        self._explore_compiled = False
-        if a.compile_act and self._numpy_explorer is None and not self.recurrent:
-            ok, why = compile_available(device)
-            if ok:
-                self._explore = torch.compile(self.acting_model.explore, dynamic=False)
-                self._explore_compiled = True
-            else:
-                warnings.warn(f"algo.compile_act: {why}; acting eagerly", stacklevel=2)
+        # Which accelerators replace a step of this file (None: the code here runs), and why.
+        self.paths = choose_paths(cfg, model, device)
+        self.accel = Accelerators(self.paths, self)
         self.updates = 0
-
-    def _build_compiled(self) -> None:
-        """torch.compile the minibatch step; eager if the compiler is missing.
-
-        The act step is not compiled: at rollout batch sizes the compiled region's call overhead
-        (guards, wrappers) costs more than the eager ops it replaces (measured in benchmarks/).
-        """
-        ok, why = compile_available(self.device)
-        if not ok:
-            warnings.warn(f"algo.compile: {why}; training eagerly", stacklevel=3)
-            return
-        self.compiled = CompiledStep(
-            self.model, self.optimizer, self._loss, self.loss_kwargs, self.algo.max_grad_norm
-        )
-
-    def _loss(self, model: ActorCritic, mb: Minibatch, **kwargs: object) -> LossTerms:
-        """ppo_loss under the configured precision (bf16: autocast; the backward follows)."""
-        with autocast(self.precision, self.device):
-            return ppo_loss(model, mb, **kwargs)
-
-    def _compile_failed(self, error: Exception) -> None:
-        warnings.warn(
-            f"algo.compile: compilation failed ({type(error).__name__}: {error}); training eagerly",
-            stacklevel=3,
-        )
-        self.compiled = None
 
     # --- rollout -------------------------------------------------------------------------------
     @property
@@ -259,69 +118,33 @@ class PPO:
 
     def act(self, obs: Obs) -> torch.Tensor:
         """Sample actions for raw observations, store them in the rollout, return env actions."""
-        if self.recurrent:
-            # Values come from the same step: a recurrent critic needs the state of this step.
-            with torch.no_grad():
-                params, values, next_state = self.model.step(
-                    self.model.normalize(obs), self.memory_state
-                )
-                actions, log_probs = self.model.distribution.sample(params)
-            self.buffer.add_action(obs, actions, log_probs, self.memory_state, values)
-            self.memory_state = next_state
-            return self.model.to_env(actions)
-        if self._numpy_explorer is not None:
-            if self.buffer.step == 0:
-                # Weights and statistics change only between rollouts: copy them once per rollout.
-                self._numpy_explorer.sync(int(torch.randint(2**62, ())))
-            actions, log_probs, env_actions = self._numpy_explorer(obs)
-        else:
-            with torch.no_grad():
-                actions, log_probs, env_actions = self._act_torch(obs)
-        self.buffer.add_action(obs, actions, log_probs)
-        return env_actions
-
-    def _act_torch(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The torch act step, compiled with algo.compile_act (eager if compilation fails)."""
-        if not self._explore_compiled:
-            return self._explore(obs)
-        try:
-            return self._explore(obs)
-        except Exception as e:  # compilation errors surface on the first call
-            warnings.warn(
-                f"algo.compile_act: compilation failed ({type(e).__name__}: {e}); acting eagerly",
-                stacklevel=3,
-            )
-            self._explore, self._explore_compiled = self.acting_model.explore, False
-            return self._explore(obs)
-
-    def _values(self, raw_obs: Obs) -> torch.Tensor:
-        """V(raw_obs) where raw_obs follows the last step acted on (recurrent: from the state
-        that step left)."""
-        obs = self.model.normalize(raw_obs)
-        if self.recurrent:
-            return self.model.step(obs, self.memory_state)[1]
-        return self.model.value(obs)
+        act = self.accel.act or self.acting_model.act  # the model's, unless accelerated
+        with torch.no_grad():
+            step = act(obs, self.memory_state)
+        # Recurrent models also store the state acted from, and this step's value.
+        self.buffer.add_action(obs, step.actions, step.log_probs, self.memory_state, step.values)
+        self.memory_state = step.state
+        return step.env_actions
 
     def record(self, step: StepResult) -> None:
         """Store the outcome of the actions returned by the last `act`.
 
         Reads nothing on the host: on a batched torch env this is a few device ops per step.
         """
+        b = self.buffer
         if step.final_obs is not None:
             # V(final observation) for envs whose episode ended now; used where it was truncated.
             with torch.no_grad():
-                self.buffer.bootstrap_values[self.buffer.step] = self._values(step.final_obs)
+                b.bootstrap_values[b.step] = self.model.value_of(step.final_obs, self.memory_state)
         elif step.bootstrap_pre_step:
             # No final observations from this simulator: V(obs acted on), set in finish_rollout.
-            self.buffer.pre_step_bootstrap.append(self.buffer.step)
+            b.pre_step_bootstrap.append(b.step)
         terminated = step.terminated
         if self.finite_horizon:  # the time limit is part of the task: no bootstrap past it
             terminated = terminated | step.truncated
-        self.buffer.add_outcome(step.rewards, terminated, step.truncated)
-        if self.recurrent:
-            # A new episode starts from a zero state (terminated and truncated alike).
-            ended = (step.terminated | step.truncated).unsqueeze(1)
-            self.memory_state = self.memory_state.masked_fill(ended, 0.0)
+        b.add_outcome(step.rewards, terminated, step.truncated)
+        if self.recurrent:  # a new episode starts from a zero state (terminated or truncated)
+            self.memory_state = reset_states(self.memory_state, step.terminated | step.truncated)
 
     @torch.no_grad()
     def finish_rollout(self, next_obs: Obs) -> None:
@@ -335,21 +158,16 @@ class PPO:
             raise RuntimeError(
                 f"finish_rollout() needs a full rollout ({b.step}/{b.num_steps} steps recorded)"
             )
-        T, N = b.num_steps, b.num_envs
         if not self.recurrent:
             obs = self.model.normalize(b.flat_obs())
             if self.ema is None:
-                b.values.copy_(self.model.value(obs).view(T, N))
-            else:
-                # One pass for values and the proximal log-probs; the stored ones are the EMA's.
-                log_probs, _, values = self.model.evaluate(obs, b.actions.flatten(0, 1))
-                b.values.copy_(values.view(T, N))
-                b.weights = behaviour_weights(log_probs.view(T, N), b.log_probs)
-                b.log_probs.copy_(log_probs.view(T, N))
+                b.values.copy_(self.model.value(obs).view(b.num_steps, b.num_envs))
+            else:  # values and the proximal log-probs in one pass; the stored ones are the EMA's
+                self.ema.relabel(self.model, b, obs)
         for t in b.pre_step_bootstrap:  # rsl_rl's bootstrap: V(s_t) for a truncation at t
             b.bootstrap_values[t].copy_(b.values[t])
         self.scaled_rewards = self.reward_scaler.scale_rollout(b.rewards, b.dones, self.sync)
-        self.last_values = self._values(next_obs)
+        self.last_values = self.model.value_of(next_obs, self.memory_state)
         if self.algo.recompute_advantages and not self.recurrent:
             self.next_obs = self.model.normalize(next_obs)
         self._advantages_from(b.values)
@@ -384,23 +202,20 @@ class PPO:
         self._advantages_from(self.model.value(obs).view(b.num_steps, b.num_envs))
 
     def _batch_advantages(self) -> torch.Tensor:
-        """The rollout's advantages, flat, normalized over the whole batch when configured
-        (across every rank's rollout when distributed)."""
-        a = self.algo
+        """The rollout's advantages, flat, normalized over the whole batch when configured."""
         advantages = self.buffer.advantages.flatten()
-        if a.normalize_advantages and a.advantage_norm_scope == "batch":
-            if self.sync.distributed:  # mean and std of every rank's advantages
-                mean, var, n = self.sync.moments(advantages)
-                std = (var * n / (n - 1)).sqrt().to(advantages.dtype)
-                return (advantages - mean.to(advantages.dtype)) / (std + ADV_EPS)
-            return normalize_advantages(advantages)
+        if self.algo.normalize_advantages and self.algo.advantage_norm_scope == "batch":
+            return normalize_batch_advantages(advantages, self.sync)
         return advantages
 
     # --- update ---------------------------------------------------------------------------------
-    def update(self) -> dict[str, float]:
-        """Epochs x minibatches of PPO on the finished rollout; returns metrics for logging."""
-        a = self.algo
-        b = self.buffer
+    def update(self, observers: Sequence[UpdateObserver] = ()) -> dict[str, float]:
+        """Epochs x minibatches of PPO on the finished rollout; returns metrics for logging.
+
+        Each of `observers` is called with a `MinibatchReport` of every minibatch step, before
+        the optimizer steps (`ppokit verify` watches the update this way).
+        """
+        a, b = self.algo, self.buffer
         if not self.schedule.adaptive:
             self.set_lr(self.schedule.at_update(self.updates))
         with torch.no_grad():
@@ -408,10 +223,10 @@ class PPO:
             advantages = self._batch_advantages()
             sequences = b.sequences(obs, advantages, a.bptt_length) if self.recurrent else None
         recompute = a.recompute_advantages and not self.recurrent
-        if recompute:  # explained variance is reported for the rollout's own returns
-            rollout_returns = b.returns.clone()
+        # Explained variance is reported for the rollout's own returns.
+        rollout_returns = b.returns.clone() if recompute else b.returns
         check_kl = a.kl_early_stop or self.schedule.adaptive
-        sums = torch.zeros(5, device=self.device)  # policy, value, entropy, kl, clipfrac
+        sums = torch.zeros(len(LOSS_METRICS), device=self.device)
         steps = 0
         epoch_kls: list[float] = []
         stopped_early = False
@@ -427,7 +242,7 @@ class PPO:
                 else b.minibatches(obs, advantages, self.minibatch_size)
             )
             for mb in minibatches:
-                terms = self._minibatch_step(mb, check_kl)
+                terms = self.minibatch_step(mb, check_kl, observers)
                 if terms is None:
                     stopped_early = True
                     break
@@ -445,43 +260,25 @@ class PPO:
             self.ema.update(self.model)
         self.updates += 1
         b.reset()
-        means = (sums / max(steps, 1)).tolist()
-        values = b.values.flatten()
-        returns = (rollout_returns if recompute else b.returns).flatten()
-        if self.sync.distributed:  # over every rank's rollout
-            _, var, _ = self.sync.moments(torch.stack([returns - values, returns], 1))
-            explained = float(1.0 - var[0] / var[1])
-        else:
-            explained = float(explained_variance(values, returns))
-        metrics = {
-            "losses/policy_loss": means[0],
-            "losses/value_loss": means[1],
-            "losses/entropy": means[2],
-            "losses/approx_kl": epoch_kls[-1] if epoch_kls else float("nan"),
-            "losses/clip_fraction": means[4],
-            "losses/explained_variance": explained,
-            "losses/epochs_run": float(len(epoch_kls)),
-            "losses/early_stopped": float(stopped_early),
-            "charts/learning_rate": self.schedule.lr,
-        }
+        metrics = dict(zip(LOSS_METRICS, (sums / max(steps, 1)).tolist()))
+        metrics["losses/approx_kl"] = epoch_kls[-1] if epoch_kls else float("nan")
+        explained = explained_variance(b.values.flatten(), rollout_returns.flatten(), self.sync)
+        metrics["losses/explained_variance"] = float(explained)
+        metrics["losses/epochs_run"] = float(len(epoch_kls))
+        metrics["losses/early_stopped"] = float(stopped_early)
+        metrics["charts/learning_rate"] = self.schedule.lr
         std = self.model.action_std()
         if std is not None:
             metrics["charts/action_std"] = float(std.detach().mean())
-        if b.weights is not None:
-            w_mean, w_max = torch.stack([b.weights.mean(), b.weights.max()]).tolist()
-            metrics["charts/ema_weight_mean"], metrics["charts/ema_weight_max"] = w_mean, w_max
-            b.weights = None
+        if self.ema is not None:
+            metrics.update(self.ema.weight_metrics(b))
         self.last_epoch_kls = epoch_kls
         return metrics
 
     def metric_names(self) -> list[str]:
         """The keys `update()` returns, in its order (metrics.csv declares its columns up front)."""
         names = [
-            "losses/policy_loss",
-            "losses/value_loss",
-            "losses/entropy",
-            "losses/approx_kl",
-            "losses/clip_fraction",
+            *LOSS_METRICS,
             "losses/explained_variance",
             "losses/epochs_run",
             "losses/early_stopped",
@@ -493,55 +290,42 @@ class PPO:
             names += ["charts/ema_weight_mean", "charts/ema_weight_max"]
         return names
 
-    def _minibatch_step(self, mb: Minibatch, check_kl: bool) -> torch.Tensor | None:
-        """One gradient step; None (and no step) when the KL early stop fires.
+    def minibatch_step(
+        self, mb: Minibatch, check_kl: bool = False, observers: Sequence[UpdateObserver] = ()
+    ) -> torch.Tensor | None:
+        """One gradient step on `mb`; None (and no step) when the KL early stop fires.
 
-        Returns the stacked (policy loss, value loss, entropy, approx KL, clip fraction).
-        Across data-parallel ranks the gradient and these terms are averaged in one all-reduce
-        before the KL decision and the step, so every rank decides and steps the same.
+        Returns the stacked (policy loss, value loss, entropy, approx KL, clip fraction). Runs
+        `_reference_step` below, or its compiled equivalent with algo.compile.
         """
-        a = self.algo
-        distributed = self.sync.distributed
-        if self.compiled is not None:
-            try:
-                if not check_kl and not distributed:
-                    return torch.stack(self.compiled.step(mb, self.schedule.lr))
-                grads, aux = self.compiled.gradients(mb)
-            except (
-                Exception
-            ) as e:  # compilation errors surface on the first call, before any update
-                if self.compiled.calls > 0:
-                    raise
-                self._compile_failed(e)
-                return self._minibatch_step(mb, check_kl)
-            terms = torch.stack(aux)
-            if distributed:
-                grads, terms = self.sync.average_flat(grads, terms)
-            if check_kl and not self._kl_allows_step(float(terms[3])):
-                return None
-            self.compiled.apply(grads, self.schedule.lr)
-            return terms
-        terms = self._loss(self.model, mb, **self.loss_kwargs)
-        if distributed:
-            # Backward before the KL decision: gradients and loss terms share one all-reduce.
-            self.optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
-            stacked = self.sync.average_gradients(self.params, _stack_terms(terms))
-            if check_kl and not self._kl_allows_step(float(stacked[3])):
-                return None
-        else:
-            if check_kl and not self._kl_allows_step(float(terms.approx_kl)):
-                return None
-            self.optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
-            stacked = _stack_terms(terms)
-        if a.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.params, a.max_grad_norm, foreach=True)
+        step = self.accel.update or self._reference_step
+        return step(mb, check_kl, observers)
+
+    def _reference_step(
+        self, mb: Minibatch, check_kl: bool, observers: Sequence[UpdateObserver]
+    ) -> torch.Tensor | None:
+        """The eager step: loss, backward, [all-reduce], KL decision, gradient clip, Adam."""
+        with self.accel.autocast():  # bf16: the loss's matmuls in bfloat16; fp32: nothing
+            terms = ppo_loss(self.model, mb, **self.loss_kwargs)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        # Across data-parallel ranks the gradient and the loss terms are averaged in one
+        # all-reduce before the KL decision, so every rank decides and steps the same.
+        stacked = self.sync.average_gradients(self.params, stack_terms(terms))
+        stepping = not check_kl or self.kl_allows_step(float(stacked[3]))
+        if stepping and self.algo.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.params, self.algo.max_grad_norm, foreach=True)
+        for observe in observers:
+            norm = grad_norm(self.params) if stepping else None
+            observe(MinibatchReport(mb, stacked, norm, stepping))
+        if not stepping:
+            return None
         self.optimizer.step()
         return stacked
 
-    def _kl_allows_step(self, kl: float) -> bool:
-        """KL early stop (False: end the update) and the adaptive LR, before the optimizer step."""
+    def kl_allows_step(self, kl: float) -> bool:
+        """Whether a minibatch whose approx KL is `kl` may step: False ends the update (KL early
+        stop); the adaptive LR adapts to `kl` first."""
         if self.algo.kl_early_stop and kl > self.algo.target_kl:
             return False
         if self.schedule.adaptive:
@@ -556,7 +340,7 @@ class PPO:
     def state_dict(self) -> dict:
         state = {
             "model": self.model.state_dict(),
-            "optimizer": _optimizer_state(self.optimizer),
+            "optimizer": self.accel.optimizer_state_dict(self.optimizer),
             "schedule": self.schedule.state_dict(),
             "reward_scaler": self.reward_scaler.state_dict(),
             "updates": self.updates,
@@ -571,19 +355,17 @@ class PPO:
             # A run that did not use the EMA before starts its average from the loaded weights.
             self.ema.load_state_dict(state.get("ema", state["model"]))
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.compiled is not None:
-            self.compiled.refresh()
+        self.accel.optimizer_loaded()
         self.schedule.load_state_dict(state["schedule"])
         self.reward_scaler.load_state_dict(state["reward_scaler"])
         self.updates = int(state["updates"])
         self.set_lr(self.schedule.lr)
 
 
-def _stack_terms(terms: LossTerms) -> torch.Tensor:
-    """(policy loss, value loss, entropy, approx KL, clip fraction) as one tensor."""
-    return torch.stack(
-        [terms.policy_loss, terms.value_loss, terms.entropy, terms.approx_kl, terms.clip_fraction]
-    )
+def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """The global norm of the parameters' gradients (what clip_grad_norm_ bounds)."""
+    norms = [p.grad.norm() for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
 
 def observation_layout(model: ActorCritic) -> tuple[int, ...] | dict:
@@ -592,20 +374,6 @@ def observation_layout(model: ActorCritic) -> tuple[int, ...] | dict:
     if model.dict_obs:
         return {k: (tuple(s.shape), storage_dtype(s)) for k, s in space.spaces.items()}
     return (model.obs_dim,)
-
-
-def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    """optimizer.state_dict() with a separate `step` tensor per parameter.
-
-    The compiled step keeps one step counter shared by all parameters; a checkpoint must not
-    carry that aliasing into an eager optimizer, which increments each parameter's counter.
-    """
-    state = optimizer.state_dict()
-    state["state"] = {
-        key: {**value, "step": value["step"].clone()} if "step" in value else value
-        for key, value in state["state"].items()
-    }
-    return state
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -14,6 +14,8 @@ own, or none (`policy.critic_memory`).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -29,6 +31,16 @@ from ppokit.observations import Obs, obs_map
 
 POLICY_HEAD_GAIN = 0.01
 VALUE_HEAD_GAIN = 1.0
+
+
+class PolicyStep(NamedTuple):
+    """What `ActorCritic.act` returns for a batch of observations."""
+
+    env_actions: torch.Tensor  # what the env takes: rescaled and clipped to its bounds
+    state: torch.Tensor | None  # the memory state after this step (feedforward: as passed in)
+    actions: torch.Tensor  # the sample (or mode) in the policy's space, unclipped
+    log_probs: torch.Tensor | None  # of `actions`; None when deterministic
+    values: torch.Tensor | None  # recurrent models: V(this step); feedforward: None
 
 
 def observation_dim(space: gym.Space) -> int:
@@ -124,12 +136,16 @@ def action_half_range(space: gym.spaces.Box) -> np.ndarray:
 class ActorCritic(nn.Module):
     """Actor and critic over normalized observations, optionally recurrent.
 
-    Methods taking `obs` expect *normalized* observations (call `normalize` first); the rollout
+    `act(raw_obs, state)` is the one observation -> action path: the rollout samples through it,
+    evaluation, `load_policy` and export take its deterministic action (`policy_step`, `forward`).
+    Recurrent models (`recurrent`) carry a memory state [B, state_size] per env between calls
+    (zeroed where an episode ended: `nn.memory.reset_states`); a feedforward model's state is
+    empty ([B, 0], `initial_state`) or None and passes through.
+
+    The update's methods take *normalized* observations (call `normalize` first): the rollout
     stores raw observations and the update normalizes them with the statistics the actor used.
-    Feedforward models use `act`/`evaluate`/`value` on [B, ...] batches. Recurrent models
-    (`recurrent`) carry a state [B, state_size] per env: `step` for one env step, `unroll` /
-    `evaluate_sequence` over [T, B, ...] sequences with resets. `forward` is the inference path of
-    feedforward models: raw observation in, deterministic env action out.
+    `evaluate`/`value` score [B, ...] batches; `step` (one env step), `unroll` and
+    `evaluate_sequence` run recurrent models over [T, B, ...] sequences with resets.
     """
 
     def __init__(
@@ -233,19 +249,53 @@ class ActorCritic(nn.Module):
             return self.critic_encoder(obs)
         return None if self.dict_obs or self.critic_memory_mode == "shared" else obs
 
-    # --- feedforward ----------------------------------------------------------------------------
-    def act(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample actions (unclipped, policy space) and their log-probabilities."""
-        return self.distribution.sample(self.actor(self._actor_features(obs)))
+    # --- acting: raw observations -> actions ---------------------------------------------------
+    def act(
+        self, raw_obs: Obs, state: torch.Tensor | None = None, deterministic: bool = False
+    ) -> PolicyStep:
+        """The one observation -> action path: normalize, [encoders, memory from `state`],
+        actor head, then a sample of the distribution (or its mode when `deterministic`), mapped
+        to the env's action space. Recurrent models also return this step's value (their critic
+        needs this step's state); feedforward ones leave `values` to a batched pass later."""
+        obs = self.normalize(raw_obs)
+        values = None
+        if self.recurrent:
+            params, values, state = self.step(obs, state)
+        else:
+            params = self.actor(self._actor_features(obs))
+        if deterministic:
+            actions, log_probs = self.distribution.mode(params), None
+        else:
+            actions, log_probs = self.distribution.sample(params)
+        return PolicyStep(self.to_env(actions), state, actions, log_probs, values)
 
-    def explore(self, raw_obs: Obs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The rollout's act step on raw observations: (actions, log_probs, env actions)."""
-        actions, log_probs = self.act(self.normalize(raw_obs))
-        return actions, log_probs, self.to_env(actions)
+    @torch.no_grad()
+    def policy_step(
+        self, raw_obs: Obs, state: torch.Tensor | None = None, deterministic: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inference: raw obs, memory state -> (env actions, next state), through `act`."""
+        step = self.act(raw_obs, state, deterministic)
+        return step.env_actions, step.state
 
-    def act_deterministic(self, obs: Obs) -> torch.Tensor:
-        return self.distribution.mode(self.actor(self._actor_features(obs)))
+    def forward(self, raw_obs: Obs) -> torch.Tensor:
+        """Inference for feedforward models: raw observations -> deterministic env actions
+        (recurrent models carry a state: `policy_step`)."""
+        if self.recurrent:
+            raise TypeError(
+                "a recurrent policy carries a memory state between steps: call"
+                " policy_step(raw_obs, state) (initial_state(batch) to start)"
+            )
+        return self.act(raw_obs, deterministic=True).env_actions
 
+    def value_of(self, raw_obs: Obs, state: torch.Tensor | None = None) -> torch.Tensor:
+        """V(raw observations); a recurrent model's from the memory `state` (the state the last
+        step acted on left)."""
+        obs = self.normalize(raw_obs)
+        if self.recurrent:
+            return self.step(obs, state)[1]
+        return self.value(obs)
+
+    # --- the update: normalized observations -------------------------------------------------
     def evaluate(
         self, obs: Obs, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -319,18 +369,6 @@ class ActorCritic(nn.Module):
             values,
         )
 
-    @torch.no_grad()
-    def policy_step(
-        self, raw_obs: Obs, state: torch.Tensor, deterministic: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference for recurrent models: raw obs, state -> (env actions, next state)."""
-        params, _, state = self.step(self.normalize(raw_obs), state)
-        if deterministic:
-            actions = self.distribution.mode(params)
-        else:
-            actions = self.distribution.sample(params)[0]
-        return self.to_env(actions), state
-
     # --- actions --------------------------------------------------------------------------------
     def to_env(self, actions: torch.Tensor) -> torch.Tensor:
         """Policy-space actions to what the env accepts: rescaled and clipped to the Box bounds."""
@@ -344,13 +382,3 @@ class ActorCritic(nn.Module):
         if not self.continuous:
             return None
         return self.distribution.std() * self.action_half
-
-    def forward(self, raw_obs: torch.Tensor) -> torch.Tensor:
-        """Inference: raw observations -> deterministic env actions (feedforward models; recurrent
-        models carry a state: `policy_step`)."""
-        if self.recurrent:
-            raise TypeError(
-                "a recurrent policy carries a memory state between steps: call"
-                " policy_step(raw_obs, state) (initial_state(batch) to start)"
-            )
-        return self.to_env(self.act_deterministic(self.normalize(raw_obs)))

@@ -3,7 +3,8 @@
 The state is one flat tensor per env, ``[B, state_size]`` (GRU: the L layers' h; LSTM: h then
 c), so the rollout buffer stores it like any other per-step field and the update starts each
 sequence from the stored row. ``resets[t, b]`` zeroes env b's state before step t: where an
-episode ended at t - 1, the next one must not see it.
+episode ended at t - 1, the next one must not see it. Between calls, whoever carries the state
+(the rollout, evaluation, a loaded or exported policy) zeroes it with `reset_states`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ import torch
 from torch import nn
 
 MemoryKind = Literal["gru", "lstm"]
+
+
+def reset_states(state: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
+    """The memory state [B, S] with the rows of the envs whose episode ended ([B] bool) zeroed:
+    a new episode starts from a zero state. The one reset of a carried state (TorchScript-able:
+    exported recurrent policies call it too)."""
+    return state.masked_fill(ended.unsqueeze(-1), 0.0)
 
 
 class Memory(nn.Module):

@@ -1,4 +1,4 @@
-"""Running statistics that are part of the model: observation normalization and reward scaling.
+"""Running statistics that are part of the model: observation normalization.
 
 Statistics are kept in float64 so that merging a small batch into millions of samples does not
 lose the update to rounding; the forward pass uses float32 copies refreshed after each update.
@@ -95,6 +95,14 @@ class ObservationNormalizer(nn.Module):
             self.rms.update(x, sync)
             self._refresh()
 
+    def as_numpy(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the float32 (mean, 1 / std) that `forward` computes (x - mean) * inv_std
+        with, then clips to +-clip (for a NumPy copy of the forward pass: algo/accel)."""
+        return (
+            self._mean32.detach().cpu().numpy().astype(np.float32, copy=True),
+            self._inv_std32.detach().cpu().numpy().astype(np.float32, copy=True),
+        )
+
     @torch.no_grad()
     def _refresh(self) -> None:
         self._mean32.copy_(self.rms.mean)
@@ -103,59 +111,6 @@ class ObservationNormalizer(nn.Module):
 
 def _refresh_after_load(module: ObservationNormalizer, incompatible_keys: object) -> None:
     module._refresh()
-
-
-class RewardScaler(nn.Module):
-    """Divide rewards by the running std of the discounted return (return-based scaling).
-
-    Each env keeps a discounted return G <- gamma * G * (1 - done_prev) + r; the std of all G seen
-    so far scales the rewards. The mean is not subtracted, so the sign of rewards is preserved.
-    """
-
-    def __init__(
-        self,
-        num_envs: int,
-        gamma: float,
-        clip: float = 10.0,
-        enabled: bool = True,
-        eps: float = 1e-8,
-    ) -> None:
-        super().__init__()
-        self.enabled = enabled
-        self.gamma = gamma
-        self.clip = clip
-        self.eps = eps
-        self.rms = RunningMeanStd(())
-        self.register_buffer("returns", torch.zeros(num_envs))
-
-    @torch.no_grad()
-    def scale_rollout(
-        self, rewards: torch.Tensor, dones: torch.Tensor, sync: LocalSync | None = None
-    ) -> torch.Tensor:
-        """Update the statistics with a [T, N] rollout and return its scaled rewards.
-
-        The whole rollout is scaled with the statistics after it is merged, so every reward of one
-        batch shares one scale. With `sync` every rank's returns are merged (in rank order).
-        """
-        if not self.enabled:
-            return rewards
-        # G_t = r_t + gamma * (1 - done_{t-1}) * G_{t-1}; one fused op per step.
-        continues = 1.0 - dones.to(rewards.dtype)
-        carry = torch.cat([torch.ones_like(continues[:1]), continues[:-1]]) * self.gamma
-        returns = torch.empty_like(rewards)
-        previous = self.returns
-        for t in range(rewards.shape[0]):
-            previous = torch.addcmul(rewards[t], previous, carry[t], out=returns[t])
-        self.returns.copy_(returns[-1] * continues[-1])
-        self.rms.update(returns, sync)
-        scaled = rewards * torch.rsqrt(self.rms.var + self.eps).to(rewards.dtype)
-        if self.clip > 0:
-            scaled = scaled.clamp(-self.clip, self.clip)
-        return scaled
-
-    def reset(self) -> None:
-        """Forget the per-env running returns (new episodes everywhere), keep the statistics."""
-        self.returns.zero_()
 
 
 class ImageScaler(nn.Module):

@@ -106,8 +106,8 @@ class PolicyOutput:
     def explore(cls, model: ActorCritic, observations: torch.Tensor) -> PolicyOutput:
         """Sample without storing anything (an agent that is not, or no longer, trained)."""
         with torch.no_grad():
-            policy_action, log_prob, action = model.explore(observations)
-        return cls(model, observations, action, policy_action, log_prob)
+            step = model.act(observations)
+        return cls(model, observations, step.env_actions, step.actions, step.log_probs)
 
     @property
     def value(self) -> torch.Tensor:

@@ -1,11 +1,13 @@
-"""The rollout's act step in NumPy, for MLP policies on the CPU.
+"""An accelerator of the rollout's act step: `ActorCritic.act` in NumPy, for flat MLP policies on
+the CPU.
 
 With one or a few environments the act step runs on batches of 1-8 rows, where torch's per-op
 dispatch (a few microseconds per op, ~30 ops per step) costs several times the arithmetic; NumPy
 does the same arithmetic in about a third of the time. The weights cannot change during a rollout,
-so they are copied once per rollout (`sync`). This is an inference mirror of
-`ActorCritic.explore`, nothing more: the stored actions and log-probabilities are re-evaluated by
-the torch model in the update, and the tests check the two agree to float precision.
+so they are copied once per rollout (`start_rollout`). This is an inference mirror of
+`ActorCritic.act` (the reference), nothing more: the stored actions and log-probabilities are
+re-evaluated by the torch model in the update, and tests/unit/test_numpy_act.py checks that,
+given the same noise, both compute the same actions and log-probabilities.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from ppokit.nn.actor_critic import ActorCritic
+from ppokit.algo.rollout import RolloutBuffer
+from ppokit.nn.actor_critic import ActorCritic, PolicyStep
 from ppokit.nn.distributions import LOG_SQRT_2PI, Categorical, DiagGaussian
 from ppokit.nn.encoders import MLP
 
@@ -30,27 +33,41 @@ NUMPY_ACTIVATIONS = {
 }
 
 
-class NumpyExplorer:
-    """Callable like `ActorCritic.explore`: raw obs -> (actions, log_probs, env actions)."""
+class NumpyAct:
+    """Callable like `ActorCritic.act` (sampling): raw obs, state -> PolicyStep."""
+
+    @staticmethod
+    def unsupported(model: ActorCritic) -> str:
+        """Why the NumPy act step cannot run `model` ('' when it can): it runs an MLP actor with
+        a NumPy activation and Gaussian or Categorical actions on the CPU; not dict observations
+        (encoders) or recurrent models (memory)."""
+        if model.recurrent:
+            return "recurrent policy"
+        if not model.flat_mlp:
+            return "dict observations"
+        if not isinstance(model.actor, MLP):
+            return "the actor is not an MLP"
+        if model.actor.activation not in NUMPY_ACTIVATIONS:
+            return f"{model.actor.activation} activation"
+        if not isinstance(model.distribution, (DiagGaussian, Categorical)):
+            return f"{type(model.distribution).__name__} actions"
+        devices = {p.device.type for p in model.parameters()}
+        if devices != {"cpu"}:
+            return f"on {', '.join(sorted(devices))}"
+        return ""
 
     @staticmethod
     def supports(model: ActorCritic) -> bool:
-        """MLP actor with a NumPy activation, Gaussian or Categorical actions, on the CPU; not
-        for dict observations (encoders) or recurrent models (memory)."""
-        return (
-            model.flat_mlp
-            and isinstance(model.actor, MLP)
-            and model.actor.activation in NUMPY_ACTIVATIONS
-            and isinstance(model.distribution, (DiagGaussian, Categorical))
-            and all(p.device.type == "cpu" for p in model.parameters())
-        )
+        return not NumpyAct.unsupported(model)
 
-    def __init__(self, model: ActorCritic) -> None:
+    def __init__(self, model: ActorCritic, rollout: RolloutBuffer | None = None) -> None:
+        """With `rollout` (PPO's buffer) the weights are copied again at each rollout's first
+        step; without, `start_rollout()` (or `sync`) does it."""
         if not self.supports(model):
             raise ValueError(
-                "NumpyExplorer needs an MLP policy with Gaussian/Categorical actions on the CPU"
+                "the NumPy act step needs an MLP policy with Gaussian/Categorical actions on the CPU"
             )
-        self.model = model
+        self.model, self.rollout = model, rollout
         self.activation = NUMPY_ACTIVATIONS[model.actor.activation]
         # The matmuls here are a few rows by tens of columns: BLAS worker threads only add
         # hand-offs (measured 3.5x slower with 8 envs on a busy 2-core machine), so NumPy's BLAS
@@ -58,6 +75,11 @@ class NumpyExplorer:
         threadpool_limits(limits=1, user_api="blas")
         self.rng = np.random.default_rng(0)
         self.sync(0)
+
+    def start_rollout(self) -> None:
+        """Copy the weights and statistics for a new rollout, with a sampler seeded from torch's
+        generator (so a resumed checkpoint samples the same)."""
+        self.sync(int(torch.randint(2**62, ())))
 
     @torch.no_grad()
     def sync(self, seed: int) -> None:
@@ -73,11 +95,7 @@ class NumpyExplorer:
         ]
         norm = m.obs_normalizer
         self.normalize = norm.enabled
-        self.obs_mean, self.obs_inv_std, self.obs_clip = (
-            array(norm._mean32),
-            array(norm._inv_std32),
-            norm.clip,
-        )
+        (self.obs_mean, self.obs_inv_std), self.obs_clip = norm.as_numpy(), norm.clip
         self.gaussian = isinstance(m.distribution, DiagGaussian)
         if self.gaussian:
             log_std = array(m.distribution.clamped_log_std())
@@ -89,7 +107,9 @@ class NumpyExplorer:
             self.low, self.high = array(m.action_low), array(m.action_high)
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, raw_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, raw_obs: torch.Tensor, state: torch.Tensor | None = None) -> PolicyStep:
+        if self.rollout is not None and self.rollout.step == 0:
+            self.start_rollout()  # weights and statistics change only between rollouts
         x = raw_obs.numpy().reshape(raw_obs.shape[0], -1)
         if self.normalize:
             x = np.clip((x - self.obs_mean) * self.obs_inv_std, -self.obs_clip, self.obs_clip)
@@ -104,10 +124,12 @@ class NumpyExplorer:
                 np.float32(-0.5) * np.einsum("ij,ij->i", noise, noise) - self.log_prob_offset
             )
             env_actions = np.clip(self.center + actions * self.half, self.low, self.high)
-            return (
+            return PolicyStep(
+                torch.from_numpy(env_actions),
+                state,
                 torch.from_numpy(actions),
                 torch.from_numpy(log_probs),
-                torch.from_numpy(env_actions),
+                None,
             )
         log_p = out - out.max(axis=-1, keepdims=True)
         log_p -= np.log(np.exp(log_p).sum(axis=-1, keepdims=True))
@@ -115,4 +137,4 @@ class NumpyExplorer:
         actions = (log_p + gumbel).argmax(-1)
         log_probs = np.take_along_axis(log_p, actions[:, None], axis=-1)[:, 0]
         actions_t = torch.from_numpy(actions)
-        return actions_t, torch.from_numpy(log_probs), actions_t
+        return PolicyStep(actions_t, state, actions_t, torch.from_numpy(log_probs), None)

@@ -1,4 +1,7 @@
-"""The PPO minibatch step (loss, gradients, gradient clipping, Adam) as torch.compile'd graphs.
+"""Accelerators by torch.compile: the update's minibatch step (`CompiledUpdate`, algo.compile) and
+the rollout's act step (`compiled_act`, algo.compile_act).
+
+The minibatch step (loss, gradients, gradient clipping, Adam) as compiled graphs:
 
 On small networks a minibatch step is almost all per-op overhead: autograd bookkeeping, one
 dispatcher call per op, the optimizer's Python loop, and (once compiled) guard checks on every
@@ -7,23 +10,30 @@ view of it), the Adam moments onto two more, and one graph computes the gradient
 vector, clips it and applies Adam in place: about ten graph inputs instead of sixty, one fused
 optimizer kernel instead of one per parameter.
 
-The loss is `ppo.ppo_loss` itself, called through `torch.func`, so there is no second PPO loss.
-The optimizer's per-parameter state entries (`exp_avg`, `exp_avg_sq`, `step`) are views of the
-flat state, so `optimizer.state_dict()`, checkpoints and the eager step keep working; tests check
-the compiled step against eager `torch.optim.Adam`/`AdamW` step for step.
+The loss is `algo.loss.ppo_loss` itself, called through `torch.func`, so there is no second PPO
+loss. The optimizer's per-parameter state entries (`exp_avg`, `exp_avg_sq`, `step`) are views of
+the flat state, so `optimizer.state_dict()`, checkpoints and the eager step keep working;
+tests/unit/test_compiled_step.py checks `CompiledUpdate` against the reference step
+(`PPO._reference_step`: backward, `clip_grad_norm_`, `torch.optim.Adam`/`AdamW`) step for step.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
+from ppokit.algo.loss import MinibatchReport, UpdateObserver
 from ppokit.algo.rollout import Minibatch
+from ppokit.nn.actor_critic import ActorCritic, PolicyStep
+
+if TYPE_CHECKING:
+    from ppokit.algo.ppo import PPO
 
 
 def compile_available(device: torch.device) -> tuple[bool, str]:
@@ -160,6 +170,16 @@ class CompiledStep:
     def _gradients_impl(self, flat: torch.Tensor, tensors: tuple) -> tuple[torch.Tensor, tuple]:
         return grad_and_value(self._loss_of, has_aux=True)(flat, tensors)
 
+    def clip(self, grad: torch.Tensor) -> torch.Tensor:
+        """torch.nn.utils.clip_grad_norm_ on the flat gradient (part of the compiled graphs;
+        called eagerly only to show observers the gradient the step applies)."""
+        if self.max_grad_norm > 0:
+            scale = torch.clamp(
+                self.max_grad_norm / (torch.linalg.vector_norm(grad) + 1e-6), max=1.0
+            )
+            grad = grad * scale
+        return grad
+
     def _apply_impl(
         self,
         grad: torch.Tensor,
@@ -170,11 +190,7 @@ class CompiledStep:
         step: torch.Tensor,
     ) -> None:
         # torch.nn.utils.clip_grad_norm_ and torch.optim.Adam(W), on the flat vector.
-        if self.max_grad_norm > 0:
-            scale = torch.clamp(
-                self.max_grad_norm / (torch.linalg.vector_norm(grad) + 1e-6), max=1.0
-            )
-            grad = grad * scale
+        grad = self.clip(grad)
         with torch.no_grad():
             step.add_(1)
             if self.weight_decay:
@@ -225,3 +241,57 @@ class CompiledStep:
         _, aux = self._step(self._tensors(mb), self._lr_tensor(lr), *self._state())
         self.calls += 1
         return aux
+
+    def release(self) -> None:
+        """Give every parameter its own Adam step counter again, for the eager optimizer (which
+        increments each one) when this step is abandoned."""
+        for p in self.params:
+            state = self.optimizer.state[p]
+            state["step"] = state["step"].clone()
+
+    def optimizer_state_dict(self) -> dict:
+        """optimizer.state_dict() with a separate `step` tensor per parameter: a checkpoint must
+        not carry the shared counter into an eager optimizer."""
+        state = self.optimizer.state_dict()
+        state["state"] = {
+            key: {**value, "step": value["step"].clone()} if "step" in value else value
+            for key, value in state["state"].items()
+        }
+        return state
+
+
+class CompiledUpdate:
+    """`PPO.minibatch_step` on compiled graphs: the same loss terms, KL decision, all-reduce of
+    the gradient across ranks and observers around `CompiledStep`. Without a KL check, ranks or
+    observers between the gradient and the parameter update, one graph does both."""
+
+    def __init__(self, ppo: PPO, loss_fn: Callable[..., Any]) -> None:
+        self.ppo = ppo
+        self.compiled = CompiledStep(
+            ppo.model, ppo.optimizer, loss_fn, ppo.loss_kwargs, ppo.algo.max_grad_norm
+        )
+
+    def __call__(
+        self, mb: Minibatch, check_kl: bool = False, observers: Sequence[UpdateObserver] = ()
+    ) -> torch.Tensor | None:
+        ppo = self.ppo
+        if not (check_kl or ppo.sync.distributed or observers):
+            return torch.stack(self.compiled.step(mb, ppo.schedule.lr))
+        grads, aux = self.compiled.gradients(mb)
+        grads, terms = ppo.sync.average_flat(grads, torch.stack(aux))
+        stepping = not check_kl or ppo.kl_allows_step(float(terms[3]))
+        if observers:
+            norm = torch.linalg.vector_norm(self.compiled.clip(grads)) if stepping else None
+            for observe in observers:
+                observe(MinibatchReport(mb, terms, norm, stepping))
+        if not stepping:
+            return None
+        self.compiled.apply(grads, ppo.schedule.lr)
+        return terms
+
+
+def compiled_act(model: ActorCritic) -> Callable[..., PolicyStep]:
+    """`model.act` as a compiled graph (sampling). The act step is not compiled by default: at
+    rollout batch sizes on a CPU the compiled region's call overhead (guards, wrappers) costs
+    more than the eager ops it replaces (benchmarks/RESULTS.md)."""
+    return torch.compile(model.act, dynamic=False)
