@@ -41,22 +41,6 @@ def obs_batch_size(obs: Obs) -> int:
     return obs.shape[0]
 
 
-def obs_where(mask: torch.Tensor, a: Obs, b: Obs) -> Obs:
-    """Rows of `a` where `mask` [B] is true, of `b` elsewhere."""
-
-    def pick(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), x, y)
-
-    if isinstance(a, dict):
-        return {k: pick(v, b[k]) for k, v in a.items()}
-    return pick(a, b)
-
-
-def is_image_space(space: gym.Space) -> bool:
-    """A 3-D Box: an image, channels first (C, H, W) or last (H, W, C)."""
-    return isinstance(space, gym.spaces.Box) and len(space.shape) == 3
-
-
 def storage_dtype(space: gym.Space) -> torch.dtype:
     """uint8 images stay uint8 (4x less memory in the rollout buffer); everything else float32."""
     if isinstance(space, gym.spaces.Box) and space.dtype == np.uint8:

@@ -40,8 +40,6 @@ TORCHSCRIPT_EXTRA = "ppokit.json"
 BOX_INPUT = "obs"  # the input name of a Box observation
 HIDDEN_INPUT, HIDDEN_OUTPUT = "hidden", "hidden_out"  # recurrent state in and out (ONNX)
 
-Array = np.ndarray | torch.Tensor
-
 
 # ----------------------------------------------------------------------------------------------
 # Spaces as plain data (exported metadata, compatibility checks)

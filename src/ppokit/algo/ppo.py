@@ -272,7 +272,6 @@ class PPO:
             metrics["charts/action_std"] = float(std.detach().mean())
         if self.ema is not None:
             metrics.update(self.ema.weight_metrics(b))
-        self.last_epoch_kls = epoch_kls
         return metrics
 
     def metric_names(self) -> list[str]:

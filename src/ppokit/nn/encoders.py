@@ -13,14 +13,6 @@ from torch import nn
 
 from ppokit.errors import ConfigError
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-    "relu": nn.ReLU,
-    "silu": nn.SiLU,
-    "gelu": nn.GELU,
-}
-
 ACTIVATION_FNS = {
     "tanh": torch.tanh,
     "elu": F.elu,

@@ -59,9 +59,6 @@ class Analysis:
     def settings(self) -> dict[str, Any]:
         return self.resolved.settings
 
-    def of_type(self, type_name: str) -> list[str]:
-        return [n for n in self.resolved.order if self.nodes[n].type == type_name]
-
     def trainer_of(self, agent: str) -> str | None:
         """The PPOTrainerNode whose `model` input is linked to this agent's model."""
         for node, name in self.resolved.consumers(agent, "model"):
