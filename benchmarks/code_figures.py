@@ -56,8 +56,6 @@ def files_run(act_backend: str) -> list[str]:
         env.observation_space,
         env.action_space,
         cfg.policy,
-        normalize_obs=cfg.env.normalize_obs,
-        obs_clip=cfg.env.obs_clip,
     )
     ppo = PPO(model, cfg, torch.device("cpu"), total_updates=10)
     obs = env.reset(seed=0)
