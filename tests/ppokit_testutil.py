@@ -71,3 +71,13 @@ def naive_gae(rewards, values, next_values, terminated, dones, gamma, lam):
             running = delta + gamma * lam * running
             adv[t, n] = running
     return adv
+
+
+def failing_compile(fn, **kwargs):
+    """A stand-in for torch.compile whose compiled function fails at its first call, as real
+    compilation errors do."""
+
+    def call(*args, **kw):
+        raise RuntimeError("no backend")
+
+    return call

@@ -16,7 +16,7 @@ from ppokit.algo.accel import NUMPY_MAX_ENVS, choose_paths
 from ppokit.config import PolicyConfig, TrainConfig
 from ppokit.errors import ConfigError
 from ppokit.nn.actor_critic import ActorCritic
-from ppokit_testutil import tiny_train_config
+from ppokit_testutil import failing_compile, tiny_train_config
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 ACT = gym.spaces.Box(-1, 1, (2,), np.float32)
@@ -122,14 +122,8 @@ def test_compiled_act_equals_the_reference():
 def test_a_failed_act_compilation_falls_back_to_the_reference_once(monkeypatch):
     from ppokit_testutil import tiny_train_config as cfg_of
 
-    def broken(fn, **kwargs):
-        def call(*args, **kw):
-            raise RuntimeError("no backend")
-
-        return call
-
     monkeypatch.setattr(accel, "compile_available", lambda device: (True, ""))
-    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(torch, "compile", failing_compile)
     cfg = cfg_of(None)
     cfg.algo.compile_act, cfg.algo.act_backend = True, "torch"
     from ppokit.algo.ppo import PPO

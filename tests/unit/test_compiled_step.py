@@ -17,6 +17,7 @@ import torch
 from ppokit.algo.ppo import PPO
 from ppokit.algo.rollout import Minibatch
 from ppokit.config import TrainConfig
+from ppokit_testutil import failing_compile
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("compile")]
 
@@ -147,14 +148,8 @@ def test_a_failed_compilation_falls_back_to_the_reference_once(monkeypatch):
     the optimizer's per-parameter step counters un-shared again."""
     import ppokit.algo.accel as accel
 
-    def broken(fn, **kwargs):
-        def call(*args, **kw):
-            raise RuntimeError("no backend")
-
-        return call
-
     monkeypatch.setattr(accel, "compile_available", lambda device: (True, ""))
-    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(torch, "compile", failing_compile)
     failing, reference = _ppo(True), _ppo(False)
     assert failing.paths.update == "compiled"
     with warnings.catch_warnings(record=True) as caught:
