@@ -172,6 +172,7 @@ def build_parser(shown: tuple[C.TrainConfig, str] | None = None) -> argparse.Arg
     add_export_parser(sub)
     add_graph_parser(sub)
     add_bench_parser(sub)
+    add_tune_parser(sub)
     add_check_env_parser(sub)
     return parser
 
@@ -585,6 +586,196 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
+def add_tune_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="search hyperparameters with Optuna (one machine or many)",
+        description=(
+            "An Optuna study over a search space of config keys. Each trial is a `ppokit train`"
+            " subprocess with the sampled values; its evaluations during training feed the"
+            " pruner, and its final deterministic evaluation (over --seeds seeds) is the"
+            " objective. --jobs J workers share the study through --storage; every machine"
+            " running the same command on a shared storage (postgresql://, or a journal file on a"
+            " shared filesystem) adds workers, and running it again continues the study. Writes"
+            " OUT/best.yaml (runs as `ppokit train --config OUT/best.yaml`), trials.csv,"
+            " history.png, parallel_coordinate.png, importance.png and summary.md. docs/tune.md"
+            " is the guide."
+        ),
+        allow_abbrev=False,
+    )
+    source = p.add_argument_group("what to tune")
+    source.add_argument("--preset", help="preset the trials start from")
+    source.add_argument("--config", help="YAML config file the trials start from")
+    source.add_argument(
+        "--env", help="env id (with no --preset/--config: the recipe of its family, as train)"
+    )
+    source.add_argument(
+        "--space",
+        metavar="YAML",
+        help="search space: dotted config keys -> {low, high[, log, step]} or {choices: [...]}"
+        " (default: the space of the recipe family; --print-space shows it)",
+    )
+    source.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a config key in every trial (YAML value), e.g. --set env.num_envs=8",
+    )
+    source.add_argument(
+        "--print-space", action="store_true", help="print the search space as YAML and exit"
+    )
+    budget = p.add_argument_group("budget and objective")
+    budget.add_argument(
+        "--trials",
+        type=int,
+        default=30,
+        help="finished trials (complete, pruned or failed) the study ends with, over every"
+        " worker and machine (default: 30)",
+    )
+    budget.add_argument(
+        "--steps", type=float, default=100_000, help="env steps per trial (default: 1e5)"
+    )
+    budget.add_argument(
+        "--seeds", type=int, default=1, help="seeds per trial, trained side by side (default: 1)"
+    )
+    budget.add_argument("--first-seed", type=int, default=1, help="first seed (default: 1)")
+    budget.add_argument(
+        "--aggregate",
+        default="mean",
+        metavar="mean|qP",
+        help="objective over seeds: mean, or the P-th percentile, e.g. q25 (default: mean)",
+    )
+    budget.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=10,
+        help="episodes of each trial's final deterministic evaluation (default: 10)",
+    )
+    budget.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="STEPS",
+        help="env steps between the evaluations the pruner reads (default: --steps / 10)",
+    )
+    budget.add_argument(
+        "--periodic-episodes",
+        type=int,
+        default=5,
+        help="episodes of each evaluation during training (default: 5)",
+    )
+    budget.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="start no trial after this many seconds (running trials finish)",
+    )
+    search = p.add_argument_group("search")
+    search.add_argument(
+        "--sampler", choices=("tpe", "random"), default="tpe", help="Optuna sampler (default: tpe)"
+    )
+    search.add_argument(
+        "--sampler-seed", type=int, help="seed of the sampler (worker k uses SEED + k)"
+    )
+    search.add_argument(
+        "--pruner",
+        choices=("median", "halving", "none"),
+        default="median",
+        help="median: stop a trial below the median of earlier trials at the same step (not in"
+        " the first third of training); halving: successive halving (default: median)",
+    )
+    search.add_argument(
+        "--prune-after",
+        type=int,
+        default=5,
+        metavar="N",
+        help="the median pruner prunes once N trials have finished (default: 5)",
+    )
+    search.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="do not run the base config's own values as a new study's first trial",
+    )
+    scale = p.add_argument_group("workers and storage")
+    scale.add_argument(
+        "--jobs", type=int, default=1, help="worker processes on this machine (default: 1)"
+    )
+    scale.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage: sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB, mysql://...,"
+        " or journal:PATH (a journal file; no heartbeats) (default: sqlite:///OUT/study.db)",
+    )
+    scale.add_argument(
+        "--study",
+        help="study name (default: <preset or env id>-<steps>); an existing one continues",
+    )
+    scale.add_argument(
+        "--heartbeat",
+        type=int,
+        default=30,
+        metavar="SECONDS",
+        help="heartbeat interval of a worker's trial (RDB storages); a trial silent for 2x this"
+        " (+2 s) is failed and re-queued (default: 30)",
+    )
+    scale.add_argument(
+        "--launcher",
+        metavar="CMD",
+        help="program that runs `-m ppokit train ...` for each trial (default: this Python),"
+        ' e.g. "torchrun --standalone --nproc_per_node 2"',
+    )
+    p.add_argument("--out", default="runs/tune", help="output directory (default: runs/tune)")
+
+
+def cmd_tune(ns: argparse.Namespace) -> int:
+    from ppokit.bench import parse_overrides
+
+    if ns.steps != int(ns.steps):
+        raise ConfigError(f"--steps must be a whole number, got {ns.steps}")
+    from ppokit.tune import TuneSpec, print_space, run_tune
+
+    spec = TuneSpec(
+        trials=ns.trials,
+        steps=int(ns.steps),
+        preset=ns.preset,
+        config=ns.config,
+        env_id=ns.env,
+        seeds=ns.seeds,
+        first_seed=ns.first_seed,
+        space=ns.space,
+        study=ns.study,
+        storage=ns.storage,
+        jobs=ns.jobs,
+        timeout=ns.timeout,
+        out=ns.out,
+        aggregate=ns.aggregate,
+        sampler=ns.sampler,
+        sampler_seed=ns.sampler_seed,
+        pruner=ns.pruner,
+        prune_after=ns.prune_after,
+        eval_every=ns.eval_every,
+        eval_episodes=ns.eval_episodes,
+        periodic_episodes=ns.periodic_episodes,
+        overrides=parse_overrides(ns.set),
+        launcher=ns.launcher,
+        heartbeat=ns.heartbeat,
+        baseline=ns.baseline,
+    )
+    if ns.print_space:
+        print(print_space(spec), end="")
+        return 0
+    result = run_tune(spec, log=lambda line: print(line, flush=True))
+    states = ", ".join(f"{n} {s.lower()}" for s, n in result["states"].items())
+    print(f"study {result['study']!r}: {result['trials']} trials ({states})")
+    if "best_value" in result:
+        print(f"best: trial {result['best_trial']}, {result['best_value']:.2f}")
+        print(f"results written to {ns.out} (best.yaml, trials.csv, summary.md, figures)")
+        return 0
+    print(f"no trial completed; see {ns.out}/summary.md and trials.csv")
+    return 1
+
+
 def add_check_env_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check-env",
@@ -626,6 +817,7 @@ COMMANDS = {
     "export": cmd_export,
     "graph": cmd_graph,
     "check-env": cmd_check_env,
+    "tune": cmd_tune,
 }
 
 
