@@ -228,19 +228,42 @@ def open_storage(url: str, heartbeat: int):
     if url.startswith("postgresql"):
         engine = {"connect_args": {"connect_timeout": 10}}
     try:
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine,
             heartbeat_interval=heartbeat,
             grace_period=2 * heartbeat + 2,
             **{callback: retry_cls(max_retry=3)},
         )
+        if url.startswith("sqlite"):
+            _serialize_sqlite(storage.engine)
+        return storage
     except Exception as e:  # sqlalchemy's errors (no server, bad credentials, no driver)
         reason = " ".join(str(e).split("\n")[0].split())[:300]
         raise ConfigError(
             f"cannot open the storage {_shown(url)}: {reason}; check the URL, that the server"
             " runs and is reachable, and the credentials"
         ) from None
+
+
+def _serialize_sqlite(engine) -> None:
+    """Every SQLite transaction takes the write lock when it begins (BEGIN IMMEDIATE).
+
+    Optuna claims a queued trial (an enqueued baseline, a re-queued stale trial) by reading it
+    as WAITING and writing RUNNING, under SELECT ... FOR UPDATE, which SQLite ignores: two
+    workers could both claim it (optuna/optuna#4621). Serialised transactions, SQLAlchemy's
+    recipe for SQLite, make the claim atomic; a study's few writes a second do not mind."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own BEGIN off: ours below
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made from now on carry the listeners
 
 
 def make_sampler(spec: TuneSpec, worker: int):

@@ -228,7 +228,7 @@ _COMMON: dict[str, Any] = {
     "algo.num_epochs": {"choices": [1, 3, 5, 10, 20]},
     "algo.num_minibatches": {"choices": [1, 2, 4, 8, 16, 32]},
     "algo.clip_coef": {"choices": [0.1, 0.2, 0.3, 0.4]},
-    "algo.ent_coef": {"low": 1e-8, "high": 0.05, "log": True},
+    "algo.ent_coef": {"choices": [0.0, 1e-4, 1e-3, 1e-2]},
     "algo.vf_coef": {"low": 0.2, "high": 1.0},
     "algo.normalize_advantages": {"choices": [True, False]},
     "policy.actor_hidden": {
