@@ -28,8 +28,12 @@ stamp = $(VENV)/.installed-$(or $(subst $(comma),-,$(strip $(1))),core)
 # the llvmpipe software rasterizer. Installed with apt-get when missing and we are root on a
 # Debian-like system; otherwise a note says what to install (everything else still works).
 MESA_PKGS ?= libegl1 libegl-mesa0 libgl1-mesa-dri
+# The PostgreSQL server the `tune` tests start (initdb/pg_ctl in a temporary folder) to serve a
+# study to several workers, as several machines would share one: installed the same way with the
+# extras that test `ppokit tune` (tune, dev, all). `ppokit tune` itself needs no server.
+PG_PKGS ?= postgresql
 
-.PHONY: install system-deps train test test-isa lint bench clean
+.PHONY: install system-deps system-deps-pg train test test-isa lint bench clean
 
 install: $(call stamp,$(EXTRAS))
 
@@ -45,15 +49,28 @@ system-deps:
 		echo "note: Mesa EGL not found; install $(MESA_PKGS) (Debian) for headless video recording"; \
 	fi
 
+system-deps-pg:
+	@if [ -n "$$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" ]; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing PostgreSQL for the ppokit tune tests: $(PG_PKGS)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(PG_PKGS) >/dev/null; \
+	else \
+		echo "note: PostgreSQL not found; install $(PG_PKGS) (Debian) for the multi-machine ppokit tune test"; \
+	fi
+
 $(TORCH_STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	touch $@
 
-# `-e .` for the core, `-e ".[a,b]"` for .installed-a-b; Mesa's EGL with the extras that record videos.
+# `-e .` for the core, `-e ".[a,b]"` for .installed-a-b; Mesa's EGL with the extras that record
+# videos, PostgreSQL with those that test ppokit tune.
 $(VENV)/.installed-%: pyproject.toml $(TORCH_STAMP)
 	@$(if $(filter video dev all,$(subst -, ,$*)),$(MAKE) --no-print-directory system-deps,:)
+	@$(if $(filter tune dev all,$(subst -, ,$*)),$(MAKE) --no-print-directory system-deps-pg,:)
 	$(BIN)/python -m pip install --quiet -e $(if $(filter core,$*),.,".[$(subst -,$(comma),$*)]")
 	touch $@
 

@@ -120,9 +120,10 @@ def aggregate_fn(name: str):
     raise ConfigError(f"--aggregate takes mean or qP with P in [0, 100] (e.g. q25), got {name!r}")
 
 
-def base_config(spec: TuneSpec) -> tuple[C.TrainConfig, str]:
+def base_config(spec: TuneSpec) -> tuple[C.TrainConfig, str | None]:
     """The config every trial starts from (--preset/--config/--env as `ppokit train` resolves
-    them, then --set and --steps) and its recipe family (which picks the default space)."""
+    them, then --set and --steps) and, without --space, its recipe family (which picks the
+    default space)."""
     from ppokit.recipes import pick_recipe, recipe_config
 
     overrides = dict(spec.overrides)
@@ -140,7 +141,9 @@ def base_config(spec: TuneSpec) -> tuple[C.TrainConfig, str]:
         cfg = C.apply_overrides(recipe_config(recipe, typed.env.id), overrides, "--set")
         C.validate(cfg)
     cfg.seed = spec.first_seed
-    return cfg, pick_recipe(cfg.env.id, cfg.env.kwargs).name
+    # The family picks the default space; a space file makes building the env unnecessary.
+    family = None if spec.space else pick_recipe(cfg.env.id, cfg.env.kwargs).name
+    return cfg, family
 
 
 def trial_config(base: C.TrainConfig, space: dict[str, S.Param], params: dict) -> C.TrainConfig:
@@ -227,9 +230,13 @@ def open_storage(url: str, heartbeat: int):
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     if url.startswith("postgresql"):
         engine = {"connect_args": {"connect_timeout": 10}}
+    if url.startswith("postgresql://"):  # psycopg 3 (the tune extra), whichever SQLAlchemy
+        engine_url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    else:
+        engine_url = url
     try:
         storage = optuna.storages.RDBStorage(
-            url,
+            engine_url,
             engine_kwargs=engine,
             heartbeat_interval=heartbeat,
             grace_period=2 * heartbeat + 2,
@@ -287,7 +294,9 @@ def make_pruner(spec: TuneSpec):
 
 
 def study_name(spec: TuneSpec, cfg: C.TrainConfig) -> str:
-    return spec.study or f"{cfg.preset or cfg.env.id}-{spec.steps}"
+    """--study, else <preset|config file|env id>-<steps>."""
+    source = spec.preset or (Path(spec.config).stem if spec.config else cfg.env.id)
+    return spec.study or f"{source}-{spec.steps}"
 
 
 def open_study(spec: TuneSpec, cfg: C.TrainConfig, space: dict[str, S.Param], worker: int = 0):
@@ -596,7 +605,7 @@ def worker_main(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def prepare(spec: TuneSpec) -> tuple[C.TrainConfig, dict[str, S.Param], str]:
+def prepare(spec: TuneSpec) -> tuple[C.TrainConfig, dict[str, S.Param], str | None]:
     """Everything checkable before training: the spec, base config, space, storage and study.
     Writes base.yaml and space.json to --out. Returns (base config, space, family)."""
     from ppokit.outputs import make_dir, output_dir
