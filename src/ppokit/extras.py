@@ -2,7 +2,8 @@
 through `require`, which turns a missing package into one line naming the extra to install.
 
 The extras are defined in pyproject.toml: onnx (export to and load .onnx), video (eval --record),
-plot (ppokit plot, eval --analyze-value, bench learning), wandb (--log.wandb), and dev/all.
+plot (ppokit plot, eval --analyze-value, bench learning), wandb (--log.wandb), tune (ppokit
+tune), and dev/all.
 """
 
 from __future__ import annotations

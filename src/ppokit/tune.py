@@ -393,6 +393,7 @@ def run_worker(spec: TuneSpec, worker: int, deadline: float | None, log=print) -
     space = load_worker_space(spec)
     study = open_study(spec, cfg, space, worker)
     objective = Objective(spec, cfg, space, study.study_name, worker, log)
+    heartbeats = not storage_url(spec).startswith("journal:") and "://" in storage_url(spec)
     while True:
         fail_stale_trials(study)  # a dead worker's trial, re-queued by the retry callback
         finished, running, waiting = study_counts(study)
@@ -400,8 +401,10 @@ def run_worker(spec: TuneSpec, worker: int, deadline: float | None, log=print) -
             return
         if finished + running < spec.trials or waiting:
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
-        else:  # the last trials run elsewhere: wait until they end, or go stale and come back
+        elif heartbeats:  # the last trials run elsewhere: wait until they end, or go stale
             time.sleep(min(spec.heartbeat, 5))
+        else:  # no heartbeats (journal): a dead worker's trial would never end
+            return
 
 
 def load_worker_space(spec: TuneSpec) -> dict[str, S.Param]:
