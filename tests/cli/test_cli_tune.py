@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -57,13 +59,24 @@ def trial_records(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("trials/*/*/trial.json"))]
 
 
+STUDY_ARGS = [*TINY, "--steps", "1024", "--eval-every", "512"]
+
+
+@pytest.fixture(scope="module")
+def shared_study(tmp_path_factory) -> Path:
+    """A finished study of 6 trials that two workers shared through the default SQLite storage."""
+    folder = tmp_path_factory.mktemp("tune")
+    out = folder / "study"
+    args = [*STUDY_ARGS, "--space", write_space(folder), "--trials", "6", "--jobs", "2"]
+    proc = ppokit_cli("tune", *args, "--out", out, cwd=folder)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("tune")
-def test_two_workers_share_a_study_continue_it_and_best_yaml_reproduces(tmp_path):
-    out = tmp_path / "study"
-    args = [*TINY, "--steps", "1024", "--eval-every", "512", "--space", write_space(tmp_path)]
-    proc = ppokit_cli("tune", *args, "--trials", "6", "--jobs", "2", "--out", out, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_two_workers_share_a_study_and_run_each_trial_once(shared_study):
+    out = shared_study
     rows = read_trials(out)
     assert [r["number"] for r in rows] == [str(n) for n in range(6)]
     assert {r["state"] for r in rows} == {"COMPLETE"}, rows
@@ -75,28 +88,78 @@ def test_two_workers_share_a_study_continue_it_and_best_yaml_reproduces(tmp_path
     assert {r["worker"] for r in records} == {0, 1}  # both workers took trials
     for name in ("history.png", "parallel_coordinate.png", "importance.png"):
         assert (out / name).read_bytes()[:8] == PNG_SIGNATURE, name
-    summary = (out / "summary.md").read_text()
     best = max(rows, key=lambda r: float(r["value"]))
-    assert f"Best: trial {best['number']}" in summary
+    assert f"Best: trial {best['number']}" in (out / "summary.md").read_text()
 
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tune")
+def test_best_yaml_trains_the_best_trial_again(shared_study, tmp_path):
     # best.yaml as is: the same training as the best trial, so the same final evaluation.
+    best = max(read_trials(shared_study), key=lambda r: float(r["value"]))
     run = tmp_path / "again"
-    proc = ppokit_cli("train", "--config", out / "best.yaml", "--run-dir", run, cwd=tmp_path)
+    proc = ppokit_cli(
+        "train", "--config", shared_study / "best.yaml", "--run-dir", run, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run / "eval.json").read_text())["mean_return"] == float(best["value"])
 
-    # The same command again continues the study: one more trial for --trials 7.
-    proc = ppokit_cli("tune", *args, "--trials", "7", "--out", out, cwd=tmp_path)
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tune")
+def test_the_same_command_continues_a_study_but_not_with_another_space(shared_study, tmp_path):
+    out = tmp_path / "study"
+    shutil.copytree(shared_study, out)
+    args = [*STUDY_ARGS, "--space", write_space(tmp_path), "--out", out]
+    proc = ppokit_cli("tune", *args, "--trials", "7", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "6 of 7 trials finished" in proc.stdout
     assert [r["number"] for r in read_trials(out)] == [str(n) for n in range(7)]
-
-    # ... but not with another space.
     other = write_space(tmp_path, "algo.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
-    proc = ppokit_cli(
-        "tune", *TINY, "--steps", "1024", "--space", other, "--out", out, cwd=tmp_path
-    )
+    proc = ppokit_cli("tune", *STUDY_ARGS, "--space", other, "--out", out, cwd=tmp_path)
     assert_one_line_error(proc, "was created with another search space", "--study")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tune")
+def test_optuna_dashboard_serves_the_study(shared_study, tmp_path):
+    """`optuna-dashboard STORAGE` on the study: its API lists the trials; with Chromium at hand,
+    a headless screenshot of the study page (what docs/tune.md shows)."""
+    dashboard = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    if dashboard is None:
+        pytest.skip("optuna-dashboard is not installed (the dev extra installs it)")
+    port = _free_port()
+    url = f"sqlite:///{shared_study / 'study.db'}"
+    server = subprocess.Popen(
+        [dashboard, url, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        studies = None
+        for _ in range(120):  # start-up takes a few seconds
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
+                    studies = json.loads(r.read())["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, "optuna-dashboard did not answer"
+        (study,) = studies
+        assert study["study_name"] == "cartpole-1024"
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if chromium:
+            shot = tmp_path / "dashboard.png"
+            page = f"http://127.0.0.1:{port}/dashboard/studies/{study['study_id']}"
+            subprocess.run(
+                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                 "--window-size=1400,1000", "--virtual-time-budget=10000",
+                 f"--screenshot={shot}", page],
+                capture_output=True, timeout=120,
+            )  # fmt: skip
+            assert shot.read_bytes()[:8] == PNG_SIGNATURE
+            assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.slow
