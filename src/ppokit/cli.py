@@ -765,7 +765,11 @@ def cmd_tune(ns: argparse.Namespace) -> int:
     if ns.print_space:
         print(print_space(spec), end="")
         return 0
-    result = run_tune(spec, log=lambda line: print(line, flush=True))
+    try:
+        result = run_tune(spec, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("interrupted: the same command continues the study", file=sys.stderr)
+        return 130
     states = ", ".join(f"{n} {s.lower()}" for s, n in result["states"].items())
     print(f"study {result['study']!r}: {result['trials']} trials ({states})")
     if "best_value" in result:

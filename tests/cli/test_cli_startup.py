@@ -19,7 +19,7 @@ import ppokit
 from ppokit import cli
 from ppokit_testutil import cli_env
 
-HEAVY = ("torch", "gymnasium", "matplotlib", "numpy")
+HEAVY = ("torch", "gymnasium", "matplotlib", "numpy", "optuna")
 
 # Runs `python -m ppokit ARGS...` in this interpreter (runpy, as -m does), then writes the exit
 # code and the heavy modules loaded to the JSON file named by the first argument.
@@ -65,6 +65,8 @@ def probe(tmp_path: Path, *args: str) -> tuple[dict, subprocess.CompletedProcess
         (["eval"], 2),  # missing PATH
         (["plot", "--help"], 0),
         (["bench", "learning", "--help"], 0),
+        (["tune", "--help"], 0),
+        (["tune", "--trials"], 2),  # missing value
         (["<import>"], None),  # a bare `import ppokit`
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
