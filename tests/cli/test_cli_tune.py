@@ -167,7 +167,7 @@ def test_optuna_dashboard_serves_the_study(shared_study, tmp_path):
 def test_a_killed_worker_s_trial_is_retried_and_the_study_completes(tmp_path):
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "ppokit", "tune", *TINY, "--steps", "2048", "--trials", "3"]
-    cmd += ["--jobs", "2", "--heartbeat", "1", "--space", str(write_space(tmp_path))]
+    cmd += ["--jobs", "2", "--heartbeat", "2", "--space", str(write_space(tmp_path))]
     cmd += ["--out", str(out)]
     parent = subprocess.Popen(
         cmd, cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE, text=True
@@ -221,6 +221,29 @@ def test_the_median_pruner_stops_a_trial_that_learns_nothing(tmp_path):
             last = int(list(csv.DictReader(f))[-1]["global_step"])
         assert last < 3072  # its training was stopped early
         assert not (metrics / "eval.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tune")
+def test_a_crashing_trial_is_recorded_failed_with_its_error_and_the_study_goes_on(tmp_path):
+    # An env the policy cannot act in: `ppokit train` exits with a one-line error.
+    space = write_space(
+        tmp_path, "env.id: {choices: [ppokit_test_envs:ppokit-test/MatrixAction-v0]}\n"
+    )
+    out = tmp_path / "study"
+    args = [*TINY, "--steps", "256", "--space", space, "--trials", "2", "--no-baseline"]
+    proc = ppokit_cli("tune", *args, "--out", out, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # no trial completed
+    assert "no trial completed" in proc.stdout
+    rows = read_trials(out)
+    assert [r["state"] for r in rows] == [
+        "FAIL",
+        "FAIL",
+    ]  # the second trial ran after the first failed
+    for row in rows:
+        assert "Box action space of shape (2, 2) is not supported" in row["error"], row
+    assert "Box action space of shape (2, 2)" in (out / "summary.md").read_text()
+    assert not (out / "best.yaml").exists()
 
 
 def _free_port() -> int:
