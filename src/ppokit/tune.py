@@ -724,7 +724,7 @@ def write_reports(spec: TuneSpec, study, cfg, space, wall: float) -> dict:
         best = study.best_trial
         C.save_config(best_config(study, cfg, space), out / "best.yaml")
         result |= {"best_value": best.value, "best_trial": best.number, "best_params": best.params}
-        seeds = best.user_attrs.get("seed_returns")
+        seeds = ", ".join(f"{x:.1f}" for x in best.user_attrs.get("seed_returns") or [])
         best_lines = [
             f"Best: trial {best.number}, objective {best.value:.2f} ({spec.aggregate} of"
             f" {spec.seeds} seed{'s' if spec.seeds > 1 else ''}: {seeds}).",
