@@ -752,6 +752,7 @@ def write_reports(spec: TuneSpec, study, cfg, space, wall: float) -> dict:
         f" deterministic evaluation ({spec.eval_episodes} episodes)",
         f"- storage: {_shown(storage_url(spec))}; sampler {spec.sampler}, pruner {spec.pruner}",
         f"- trials: {len(rows)} ({', '.join(f'{v} {k.lower()}' for k, v in result['states'].items())});"
+        f" {study_span(study) / 60:.1f} min from the first trial's start to the last one's end;"
         f" this invocation: {wall / 60:.1f} min with {spec.jobs} worker(s)",
         "",
         *best_lines,
@@ -766,6 +767,14 @@ def write_reports(spec: TuneSpec, study, cfg, space, wall: float) -> dict:
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     result["figures"] = figures
     return result
+
+
+def study_span(study) -> float:
+    """Seconds from the first trial's start to the last finished trial's end (every worker and
+    invocation together; 0 before a trial finishes)."""
+    starts = [t.datetime_start for t in study.trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in study.trials if t.datetime_complete is not None]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
 
 
 def plot_figures(study, out: Path) -> list[str]:
