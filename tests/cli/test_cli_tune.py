@@ -1,6 +1,10 @@
 """`ppokit tune` end to end: real `ppokit train` trials on CartPole, shared by worker processes
-through SQLite and PostgreSQL storages; a killed worker's trial re-queued; pruning; best.yaml
-trained again gives the best trial's value; bad input as one-line errors."""
+through SQLite and PostgreSQL storages; a killed worker's trial re-queued; pruning; a crashing
+trial; best.yaml trained again gives the best trial's value; optuna-dashboard on a study; bad
+input as one-line errors.
+
+Two xdist groups: the tests on one shared study, and those that run a study of their own; each
+study runs two worker processes, so two studies at a time is what 2 cores take."""
 
 from __future__ import annotations
 
@@ -78,13 +82,14 @@ def shared_study(tmp_path_factory) -> Path:
 def test_two_workers_share_a_study_and_run_each_trial_once(shared_study):
     out = shared_study
     rows = read_trials(out)
-    assert [r["number"] for r in rows] == [str(n) for n in range(6)]
+    # 6, or 7 if both workers started a last trial at once (as Optuna's MaxTrialsCallback)
+    assert len(rows) in (6, 7), rows
+    assert [r["number"] for r in rows] == [str(n) for n in range(len(rows))]
     assert {r["state"] for r in rows} == {"COMPLETE"}, rows
-    assert (
-        rows[0]["baseline"] == "True" and float(rows[0]["params.algo.lr"]) == 1e-3
-    )  # the preset's
+    assert rows[0]["baseline"] == "True"  # the preset's own lr first
+    assert float(rows[0]["params.algo.lr"]) == 1e-3
     records = trial_records(out)
-    assert sorted(r["number"] for r in records) == list(range(6))  # each trial ran exactly once
+    assert sorted(r["number"] for r in records) == list(range(len(rows)))  # each ran exactly once
     assert {r["worker"] for r in records} == {0, 1}  # both workers took trials
     for name in ("history.png", "parallel_coordinate.png", "importance.png"):
         assert (out / name).read_bytes()[:8] == PNG_SIGNATURE, name
@@ -110,11 +115,12 @@ def test_best_yaml_trains_the_best_trial_again(shared_study, tmp_path):
 def test_the_same_command_continues_a_study_but_not_with_another_space(shared_study, tmp_path):
     out = tmp_path / "study"
     shutil.copytree(shared_study, out)
+    n = len(read_trials(out))
     args = [*STUDY_ARGS, "--space", write_space(tmp_path), "--out", out]
-    proc = ppokit_cli("tune", *args, "--trials", "7", cwd=tmp_path)
+    proc = ppokit_cli("tune", *args, "--trials", n + 1, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "6 of 7 trials finished" in proc.stdout
-    assert [r["number"] for r in read_trials(out)] == [str(n) for n in range(7)]
+    assert f"{n} of {n + 1} trials finished" in proc.stdout
+    assert [r["number"] for r in read_trials(out)] == [str(k) for k in range(n + 1)]
     other = write_space(tmp_path, "algo.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
     proc = ppokit_cli("tune", *STUDY_ARGS, "--space", other, "--out", out, cwd=tmp_path)
     assert_one_line_error(proc, "was created with another search space", "--study")
@@ -163,10 +169,10 @@ def test_optuna_dashboard_serves_the_study(shared_study, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tune")
+@pytest.mark.xdist_group("tune-own-study")
 def test_a_killed_worker_s_trial_is_retried_and_the_study_completes(tmp_path):
     out = tmp_path / "study"
-    cmd = [sys.executable, "-m", "ppokit", "tune", *TINY, "--steps", "2048", "--trials", "3"]
+    cmd = [sys.executable, "-m", "ppokit", "tune", *TINY, "--steps", "2048", "--trials", "2"]
     cmd += ["--jobs", "2", "--heartbeat", "2", "--space", str(write_space(tmp_path))]
     cmd += ["--out", str(out)]
     parent = subprocess.Popen(
@@ -192,13 +198,13 @@ def test_a_killed_worker_s_trial_is_retried_and_the_study_completes(tmp_path):
     assert len(retries) == 1 and retries[0]["state"] == "COMPLETE", rows
     assert retries[0]["params.algo.lr"] == rows[killed]["params.algo.lr"]
     finished = [r for r in rows.values() if r["state"] == "COMPLETE"]
-    assert len(finished) == 3, rows
+    assert len(finished) in (2, 3), rows  # 3: both workers started a last trial at once
     # The killed worker's training died with it (no orphan finished it).
     assert not list((out / "trials").glob(f"*/{killed:04d}/seed1/eval.json"))
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tune")
+@pytest.mark.xdist_group("tune-own-study")
 def test_the_median_pruner_stops_a_trial_that_learns_nothing(tmp_path):
     # Trial 0 is the preset's lr (1e-3: learns); lr 1e-7 learns nothing. With one finished
     # trial the median pruner stops a trial below it after the first third of training.
@@ -224,7 +230,7 @@ def test_the_median_pruner_stops_a_trial_that_learns_nothing(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tune")
+@pytest.mark.xdist_group("tune-own-study")
 def test_a_crashing_trial_is_recorded_failed_with_its_error_and_the_study_goes_on(tmp_path):
     # An env the policy cannot act in: `ppokit train` exits with a one-line error.
     space = write_space(
@@ -293,21 +299,23 @@ def postgres_url():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tune")
+@pytest.mark.xdist_group("tune-own-study")
 def test_two_workers_share_a_study_on_a_postgresql_server(tmp_path, postgres_url):
     import optuna
 
     out = tmp_path / "study"
-    args = [*TINY, "--steps", "512", "--space", write_space(tmp_path), "--trials", "4"]
+    args = [*TINY, "--steps", "512", "--space", write_space(tmp_path), "--trials", "3"]
     args += ["--jobs", "2", "--storage", postgres_url, "--study", "pg", "--out", out]
     proc = ppokit_cli("tune", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert {r["state"] for r in read_trials(out)} == {"COMPLETE"}
+    rows = read_trials(out)
+    assert len(rows) in (3, 4) and {r["state"] for r in rows} == {"COMPLETE"}, rows
     records = trial_records(out)
-    assert sorted(r["number"] for r in records) == [0, 1, 2, 3]
+    assert sorted(r["number"] for r in records) == list(range(len(rows)))  # each ran once
     assert {r["worker"] for r in records} == {0, 1}
     study = optuna.load_study(study_name="pg", storage=postgres_url)  # the server holds it
-    assert len(study.trials) == 4 and study.best_value == max(t.value for t in study.trials)
+    assert len(study.trials) == len(rows)
+    assert study.best_value == max(t.value for t in study.trials)
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):
