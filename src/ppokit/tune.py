@@ -485,15 +485,15 @@ class Objective:
         return cmd
 
     def __call__(self, trial) -> float:
+        optuna = _optuna()
         try:
             return self.run(trial)
-        except (KeyboardInterrupt, TrialError, ConfigError) as e:
-            if isinstance(e, KeyboardInterrupt):
-                trial.set_user_attr("error", "interrupted")
+        except (optuna.TrialPruned, TrialError, ConfigError):
+            raise  # pruned, or failed with its message recorded
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted")
             raise
         except Exception as e:
-            if type(e).__name__ == "TrialPruned":
-                raise
             # Anything else (a missing file, a full disk): recorded on the trial, study goes on.
             message = f"{type(e).__name__}: {e}"
             trial.set_user_attr("error", message)
