@@ -354,6 +354,9 @@ def enqueue_baseline(study, space: dict[str, S.Param], cfg: C.TrainConfig) -> No
         value = cfg
         for part in key.split("."):
             value = getattr(value, part)
+        if key == "algo.num_minibatches" and value is None:  # the config sets the size instead
+            value = (C.num_sequences(cfg) if cfg.policy.memory != "none" else
+                     cfg.env.num_envs * cfg.algo.num_steps) // C.minibatch_size(cfg)  # fmt: skip
         if param.kind == "categorical":
             stored = C.show(value) if isinstance(value, list) else value
             if stored in param.choices:

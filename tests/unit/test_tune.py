@@ -149,3 +149,21 @@ def test_sqlite_workers_never_claim_one_queued_trial_twice(tmp_path):
     for w in workers:
         w.join()
     assert sorted(claimed) == sorted({t._trial_id for t in study.trials})  # each exactly once
+
+
+def test_the_baseline_trial_is_the_base_config_where_the_space_holds_its_values(tmp_path):
+    spec = T.TuneSpec(trials=2, steps=512, preset="halfcheetah", out=str(tmp_path / "o"))
+    Path(spec.out).mkdir()
+    cfg, family = T.base_config(spec)
+    space = S.default_space(family)
+    study = T.open_study(spec, cfg, space)
+    T.enqueue_baseline(study, space, cfg)
+    (queued,) = study.trials
+    params = queued.params if queued.params else queued.system_attrs["fixed_params"]
+    # halfcheetah sets minibatch_size 64: the same minibatches are 64 x 32 / 64 = 32 of them
+    assert params["algo.num_minibatches"] == 32
+    assert params["algo.lr"] == 3e-4 and params["policy.actor_hidden"] == "[64, 64]"
+    assert set(params) == set(space)  # every value of the preset is in its family's space
+    assert C.to_dict(T.trial_config(cfg, space, params)) == C.to_dict(
+        C.apply_overrides(cfg, {"algo.num_minibatches": 32, "algo.minibatch_size": None}, "t")
+    )  # the baseline trains exactly the preset's update
