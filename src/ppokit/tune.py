@@ -750,7 +750,7 @@ def write_reports(spec: TuneSpec, study, cfg, space, wall: float) -> dict:
     lines = [
         f"# ppokit tune: study `{study.study_name}`",
         "",
-        f"- base config: {cfg.preset or cfg.env.id} on {cfg.env.id}, {spec.steps:,} steps per"
+        f"- base config: {base_source(spec, cfg)}, {spec.steps:,} steps per"
         f" trial, objective: {spec.aggregate} over {spec.seeds} seed(s) of the final"
         f" deterministic evaluation ({spec.eval_episodes} episodes)",
         f"- storage: {_shown(storage_url(spec))}; sampler {spec.sampler}, pruner {spec.pruner}",
@@ -770,6 +770,14 @@ def write_reports(spec: TuneSpec, study, cfg, space, wall: float) -> dict:
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     result["figures"] = figures
     return result
+
+
+def base_source(spec: TuneSpec, cfg: C.TrainConfig) -> str:
+    if spec.preset:
+        return f"preset {spec.preset} on {cfg.env.id}"
+    if spec.config:
+        return f"config file {spec.config} ({cfg.env.id})"
+    return f"the recipe for {cfg.env.id} (the settings of preset {cfg.preset})"
 
 
 def study_span(study) -> float:
