@@ -148,9 +148,7 @@ class Trainer:
         # Every rank takes rank 0's run directory (a default name holds rank 0's clock time).
         self.run_dir = Path(self.sync.broadcast_object(str(self.run_dir)))
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "checkpoints").mkdir(exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+            prepare_run_dir(self.run_dir, cfg)
         self.logger: RunLogger | None = None
         self.stop_requested = False
         self._stop_pending = False  # distributed: asked on this rank, not yet agreed on
@@ -201,18 +199,9 @@ class Trainer:
         """Write the checkpoint update_N.pt and latest.pt, or only checkpoints/<name>.pt when
         `name` is given (rank 0; under torchrun every rank calls this together)."""
         state = self.state_dict()
-        folder = self.run_dir / "checkpoints"
-        path = folder / (f"{name}.pt" if name else f"update_{self.ppo.updates:06d}.pt")
         if not self.is_main:
-            return path
-        ckpt.save_atomic(state, path)
-        if name:
-            return path
-        ckpt.save_atomic(state, folder / ckpt.LATEST)
-        periodic = sorted(folder.glob("update_*.pt"))
-        for old in periodic[: max(0, len(periodic) - max(1, self.cfg.log.keep_checkpoints))]:
-            old.unlink(missing_ok=True)
-        return path
+            return checkpoint_path(self.run_dir, self.ppo.updates, name)
+        return write_checkpoint(self.run_dir, state, self.ppo.updates, self.cfg.log, name)
 
     # --- the loop -------------------------------------------------------------------------------
     def collect(self, obs: torch.Tensor) -> torch.Tensor:
@@ -256,15 +245,7 @@ class Trainer:
 
     def metric_names(self) -> list[str]:
         """The metrics every update logs, in order (metrics.csv's columns)."""
-        names = self.ppo.metric_names() + ["charts/episode_return", "charts/episode_length"]
-        names += ["charts/SPS", "time/rollout_s", "time/update_s"]
-        if self.eval_every:
-            names += [
-                f"eval/{k}" for k in ("mean_return", "std_return", "mean_length", "best_return")
-            ]
-        elif self.cfg.eval.episodes:
-            names.append("eval/mean_return")  # the final evaluation's row
-        return names
+        return metric_names(self.ppo, bool(self.eval_every), self.cfg.eval.episodes > 0)
 
     def train(self) -> TrainResult:
         cfg = self.cfg
@@ -362,8 +343,7 @@ class Trainer:
             and not self.external_env
         ):
             eval_result = self.evaluate(cfg.eval.episodes)
-            (self.run_dir / "eval.json").write_text(json.dumps(eval_result, indent=2))
-            self.logger.log(self.global_step, {"eval/mean_return": eval_result["mean_return"]})
+            write_final_eval(self.run_dir, self.logger, self.global_step, eval_result)
         if self.sync.distributed:
             # Every rank returns rank 0's evaluation, and the ranks reach their exit together
             # instead of the others tearing the process group down while rank 0 evaluates.
@@ -423,6 +403,58 @@ class Trainer:
             raise EnvError(f"cannot evaluate on new envs: {self.no_eval}")
         seed = self.cfg.seed + 10_000 if seed is None else seed
         return evaluate_model(self.model, self.eval_env, episodes, seed, self.device, deterministic)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run directory: what every run writes, whoever drives the loop (the Trainer, a node graph's
+# trainer node). One implementation, so `ppokit eval/plot/export/train --resume` read both alike.
+# ----------------------------------------------------------------------------------------------
+
+
+def prepare_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
+    """Create <run_dir>/checkpoints and write the resolved config.yaml."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+
+
+def checkpoint_path(run_dir: Path, updates: int, name: str | None = None) -> Path:
+    """checkpoints/<name>.pt, or checkpoints/update_<N>.pt for a periodic checkpoint."""
+    return run_dir / "checkpoints" / (f"{name}.pt" if name else f"update_{updates:06d}.pt")
+
+
+def write_checkpoint(
+    run_dir: Path, state: dict, updates: int, log: Any, name: str | None = None
+) -> Path:
+    """Write checkpoints/<name>.pt, or update_N.pt and latest.pt (keeping the newest
+    `log.keep_checkpoints` periodic ones); atomic. Returns the path written."""
+    path = checkpoint_path(run_dir, updates, name)
+    ckpt.save_atomic(state, path)
+    if name:
+        return path
+    folder = path.parent
+    ckpt.save_atomic(state, folder / ckpt.LATEST)
+    periodic = sorted(folder.glob("update_*.pt"))
+    for old in periodic[: max(0, len(periodic) - max(1, log.keep_checkpoints))]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def metric_names(ppo: PPO, periodic_eval: bool, final_eval: bool) -> list[str]:
+    """The metrics every update logs, in order (metrics.csv's columns)."""
+    names = ppo.metric_names() + ["charts/episode_return", "charts/episode_length"]
+    names += ["charts/SPS", "time/rollout_s", "time/update_s"]
+    if periodic_eval:
+        names += [f"eval/{k}" for k in ("mean_return", "std_return", "mean_length", "best_return")]
+    elif final_eval:
+        names.append("eval/mean_return")  # the final evaluation's row
+    return names
+
+
+def write_final_eval(run_dir: Path, logger: RunLogger, global_step: int, result: dict) -> None:
+    """eval.json and the eval/mean_return row of the final evaluation."""
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    logger.log(global_step, {"eval/mean_return": result["mean_return"]})
 
 
 def check_external_env(env: VecEnv, cfg: TrainConfig, device: torch.device) -> None:

@@ -133,3 +133,25 @@ def test_errors_are_one_clear_message(argv, message, capsys, tmp_path, monkeypat
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.splitlines()[0] == message
+
+
+def test_a_graph_run_is_a_run_for_eval_plot_export_and_resume(tmp_path, capsys):
+    """`ppokit eval/plot/export RUN` and `train --resume RUN` read a graph's output directory."""
+    out = tmp_path / "run"
+    assert main(["graph", "run", str(CARTPOLE), *TINY, "--out", str(out), "--quiet"]) == 0
+    assert {"config.yaml", "metrics.csv", "eval.json", "checkpoints"} <= {
+        p.name for p in out.iterdir()
+    }
+    capsys.readouterr()
+    assert main(["eval", str(out), "--episodes", "2"]) == 0
+    assert capsys.readouterr().out.startswith("eval CartPole-v1 (2 episodes, deterministic")
+    assert main(["plot", str(out), "--out", str(tmp_path / "curve.png")]) == 0
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    assert (
+        main(["export", str(out), "--format", "torchscript", "--out", str(tmp_path / "p.pt")]) == 0
+    )
+    assert "verified on" in capsys.readouterr().out
+    assert (
+        main(["train", "--resume", str(out), "--total_steps", "96", "--log.progress", "false"]) == 0
+    )
+    assert torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["global_step"] == 96

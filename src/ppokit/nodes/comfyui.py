@@ -54,12 +54,21 @@ def _optional_widget(p: Param) -> bool:
     return p.default is None or p.nullable
 
 
+def _in_optional(p: Param) -> bool:
+    """Listed in ComfyUI's optional section: text widgets whose "" means the default, and
+    params declared late (after them, so older positional workflows keep their values)."""
+    return _optional_widget(p) or p.late
+
+
 def widget_params(cls: type[Node]) -> list[Param]:
-    """Params in widget order: required section first, then optional (ComfyUI's order)."""
+    """Params in widget order: required section first, then optional (ComfyUI's order), the
+    late ones last."""
     params = cls.spec.params
-    return [p for p in params if not _optional_widget(p)] + [
-        p for p in params if _optional_widget(p)
-    ]
+    return (
+        [p for p in params if not _in_optional(p)]
+        + [p for p in params if _optional_widget(p) and not p.late]
+        + [p for p in params if p.late]
+    )
 
 
 def widget(p: Param) -> list:
@@ -110,7 +119,7 @@ def node_definition(cls: type[Node]) -> dict:
         entry = [_port_type(i.types), {"tooltip": i.help}]
         (optional if i.optional else required)[i.name] = entry
     for p in widget_params(cls):
-        (optional if _optional_widget(p) else required)[p.name] = widget(p)
+        (optional if _in_optional(p) else required)[p.name] = widget(p)
     return {
         "input": {"required": required, "optional": optional},
         "input_order": {"required": list(required), "optional": list(optional)},

@@ -86,7 +86,7 @@ class EvaluateNode(Node):
     )
 
     def infer(self, ctx: InferContext) -> None:
-        agent, _ = _trained_agent(ctx)
+        agent, self.trainer = _trained_agent(ctx)
         env = ctx.input("env")
         env_node = ctx.other(env.env)
         if agent.observation_space.shape != env_node.observation_space.shape:
@@ -123,6 +123,8 @@ class EvaluateNode(Node):
             ],
             result,
         )
+        if p["at_end"] and self.trainer is not None:  # the run's eval.json, as `ppokit train`'s
+            e.final(f"{e.prefix_of(self.trainer)}.write_eval({result})")
         e.final(f"results[{literal(self.id)}] = {result}")
 
 
