@@ -171,6 +171,7 @@ def build_parser(shown: tuple[C.TrainConfig, str] | None = None) -> argparse.Arg
     add_plot_parser(sub)
     add_export_parser(sub)
     add_graph_parser(sub)
+    add_studio_parser(sub)
     add_bench_parser(sub)
     add_check_env_parser(sub)
     return parser
@@ -461,6 +462,7 @@ def add_graph_parser(sub: argparse._SubParsersAction) -> None:
         "validate", help="check a graph and report every problem", allow_abbrev=False
     )
     p.add_argument("graph", metavar="GRAPH", help="graph file (.json)")
+    add_env_map_flag(p)
     p = gsub.add_parser(
         "run",
         help="run a graph",
@@ -479,6 +481,7 @@ def add_graph_parser(sub: argparse._SubParsersAction) -> None:
         help="override a node param (YAML value), e.g. --set trainer.total_steps=20000",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_env_map_flag(p)
     p = gsub.add_parser(
         "export",
         help="write a graph as a standalone Python script (or as native JSON)",
@@ -489,7 +492,13 @@ def add_graph_parser(sub: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
     )
     p.add_argument("graph", metavar="GRAPH", help="graph file (.json)")
-    p.add_argument("-o", "--out", required=True, help="output file: .py (script) or .json (graph)")
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="output file: .py (script), .json (native graph) or .comfyui.json (a ComfyUI workflow)",
+    )
+    add_env_map_flag(p)
     p = gsub.add_parser(
         "nodes",
         help="list node types, or describe one",
@@ -503,6 +512,81 @@ def add_graph_parser(sub: argparse._SubParsersAction) -> None:
         "--comfyui", action="store_true", help="ComfyUI node definitions (/object_info JSON)"
     )
     fmt.add_argument("--markdown", action="store_true", help="the reference (docs/nodes.md)")
+
+
+def add_env_map_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--env-map",
+        action="append",
+        default=[],
+        metavar="NAME=ENV_ID",
+        help="run a workflow's env NAME as the Gymnasium env ENV_ID (simulators ppokit does not"
+        " ship), e.g. --env-map IsaacGymCartpole=CartPole-v1",
+    )
+
+
+def add_studio_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "studio",
+        help="the ComfyUI editor for node graphs, backed by ppokit (needs ppokit[studio])",
+        description=(
+            "Serve the ComfyUI web editor with ppokit's nodes: draw or open a graph (the examples"
+            " are templates), press Run, and watch progress and learning curves on the nodes."
+            " Each queued workflow runs as `ppokit graph run` does, in a worker process, into a"
+            " run directory under --runs. docs/studio.md explains it."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8188, help="port (default: 8188)")
+    p.add_argument(
+        "--listen",
+        nargs="?",
+        const="0.0.0.0",
+        metavar="ADDR",
+        help="bind ADDR (default 0.0.0.0: every interface) instead of loopback; anyone who can"
+        " reach it can run code-free but CPU-heavy jobs and read its runs' images",
+    )
+    p.add_argument(
+        "--user-dir",
+        default="studio",
+        help="folder of the editor's settings and saved workflows (<dir>/workflows; default: studio)",
+    )
+    p.add_argument(
+        "--runs",
+        default="runs/studio",
+        help="folder of the runs' directories (default: runs/studio)",
+    )
+    p.add_argument(
+        "--curve-every",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between learning-curve images on a trainer node (default: 5)",
+    )
+    add_env_map_flag(p)
+
+
+def cmd_studio(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ppokit.extras import require
+
+    require("aiohttp", "studio", "ppokit studio")
+    from ppokit.nodes.comfyui import parse_env_map
+    from ppokit.studio.server import serve
+
+    host = ns.listen or ns.host
+    if ns.listen:
+        print(
+            f"warning: --listen binds {host}: anyone who can reach this machine's port {ns.port}"
+            " can queue runs and read their curves; there is no login",
+            file=sys.stderr,
+        )
+    serve(
+        host, ns.port, Path(ns.user_dir), Path(ns.runs), parse_env_map(ns.env_map), ns.curve_every
+    )
+    return 0
 
 
 def cmd_graph(ns: argparse.Namespace) -> int:
@@ -625,6 +709,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "export": cmd_export,
     "graph": cmd_graph,
+    "studio": cmd_studio,
     "check-env": cmd_check_env,
 }
 

@@ -37,8 +37,12 @@ def apply_sets(graph: Graph, sets: list[str]) -> None:
         graph.nodes[node].params[param] = value
 
 
+def read(ns: argparse.Namespace) -> Graph:
+    return load_graph(ns.graph, env_map=comfyui.parse_env_map(getattr(ns, "env_map", None)))
+
+
 def cmd_validate(ns: argparse.Namespace) -> int:
-    graph = load_graph(ns.graph)
+    graph = read(ns)
     analysis = analyse(graph)
     if analysis.issues:
         raise GraphValidationError(analysis.issues, ns.graph)
@@ -48,7 +52,7 @@ def cmd_validate(ns: argparse.Namespace) -> int:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    graph = load_graph(ns.graph)
+    graph = read(ns)
     apply_sets(graph, ns.set)
     if ns.seed is not None:
         graph.settings["seed"] = ns.seed
@@ -61,8 +65,17 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_export(ns: argparse.Namespace) -> int:
-    graph = load_graph(ns.graph)
+    graph = read(ns)
     out = Path(ns.out)
+    if out.name.endswith(".comfyui.json"):  # a workflow the ComfyUI editor (ppokit studio) opens
+        from ppokit.nodes.comfyui_export import to_ui_workflow
+        from ppokit.outputs import output_file, write_text
+
+        write_text(
+            output_file(out, "workflow"), json.dumps(to_ui_workflow(graph), indent=1), "workflow"
+        )
+        print(f"ComfyUI workflow written to {out} ({len(graph.nodes)} nodes)")
+        return 0
     if out.suffix == ".json":
         save_graph(graph, out)
         print(f"graph written to {out} ({len(graph.nodes)} nodes)")
