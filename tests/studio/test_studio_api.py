@@ -46,7 +46,9 @@ def test_frontend_and_the_small_endpoints(studio):
     assert code == 200 and stats["devices"][0]["type"] == "cpu"
     assert stats["system"]["required_frontend_version"] == "1.58.1"
     assert get(studio, "/api/features")[0] == 200
-    assert get(studio, "/api/extensions") == (200, [])
+    assert get(studio, "/api/extensions") == (200, ["/extensions/ppokit/ppokit.js"])
+    code, js = request(studio.url + "/extensions/ppokit/ppokit.js")
+    assert code == 200 and b"registerExtension" in js
     assert get(studio, "/api/i18n") == (200, {})
     assert get(studio, "/api/prompt") == (200, {"exec_info": {"queue_remaining": 0}})
     assert get(studio, "/api/queue") == (200, {"queue_running": [], "queue_pending": []})
@@ -147,7 +149,11 @@ def test_validation_problems_are_node_errors(studio, cartpole_prompt):
     assert code == 400 and reply["error"]["type"] == "prompt_outputs_failed_validation"
     errors = reply["node_errors"][trainer]
     assert errors["class_type"] == "PPOTrainerNode"
-    assert {e["type"] for e in errors["errors"]} == {"dangling_link", "out_of_range"}
+    assert {e["type"] for e in errors["errors"]} == {"custom_validation_failed"}
+    assert {e["extra_info"]["ppokit_code"] for e in errors["errors"]} == {
+        "dangling_link",
+        "out_of_range",
+    }
     assert {e["extra_info"]["input_name"] for e in errors["errors"]} == {"dones", "gamma"}
 
 
@@ -155,7 +161,8 @@ def test_only_declared_node_types_run(studio):
     prompt = {"1": {"class_type": "subprocess.Popen", "inputs": {"args": "touch /tmp/x"}}}
     code, body = request(studio.url + "/api/prompt", {"prompt": prompt}, headers=JSON)
     assert code == 400
-    assert json.loads(body)["node_errors"]["1"]["errors"][0]["type"] == "unknown_node_type"
+    error = json.loads(body)["node_errors"]["1"]["errors"][0]
+    assert error["extra_info"]["ppokit_code"] == "unknown_node_type"
     assert request(studio.url + "/api/prompt", b"not json", headers=JSON)[0] == 400
 
 

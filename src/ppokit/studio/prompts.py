@@ -60,12 +60,17 @@ def node_errors(issues: list, graph: Any) -> dict[str, dict]:
         message = issue.message + (
             f" (did you mean {issue.suggestion!r}?)" if issue.suggestion else ""
         )
+        # ComfyUI's type for a node's own check, whose details the editor shows verbatim;
+        # ppokit's code (docs/graphs.md) rides along.
+        extra: dict[str, Any] = {"ppokit_code": issue.code}
+        if name:
+            extra["input_name"] = name
         entry["errors"].append(
             {
-                "type": issue.code,
+                "type": "custom_validation_failed",
                 "message": message,
                 "details": f"{field}: {message}" if field else message,
-                "extra_info": {"input_name": name} if name else {},
+                "extra_info": extra,
             }
         )
     return out

@@ -29,6 +29,7 @@ from ppokit.studio.paths import inside
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # workflows are kilobytes; settings and userdata small
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 SETTINGS_FILE = "comfy.settings.json"
+WEB = Path(__file__).resolve().parent / "web"  # our frontend extension (result lines on nodes)
 
 
 def frontend_root() -> Path:
@@ -88,7 +89,18 @@ class Studio:
         self.app = web.Application(
             client_max_size=MAX_REQUEST_BYTES, middlewares=[same_origin_only, no_cache_scripts]
         )
-        self.app.add_routes(self.routes())
+        # Every API route with and without the /api prefix, as ComfyUI serves them (the
+        # frontend opens its websocket at /ws).
+        routes = self.routes()
+        self.app.add_routes(routes)
+        self.app.add_routes(
+            [
+                web.route(r.method, r.path[4:], r.handler)
+                for r in routes
+                if r.path.startswith("/api/")
+            ]
+        )
+        self.app.router.add_static("/extensions/ppokit", WEB, follow_symlinks=False)
         self.app.router.add_static("/", self.web_root, follow_symlinks=False)
         self.app.on_shutdown.append(self.on_shutdown)
 
@@ -503,7 +515,7 @@ class Studio:
         )
 
     async def extensions(self, request: web.Request) -> web.Response:
-        return web.json_response([])
+        return web.json_response([f"/extensions/ppokit/{p.name}" for p in sorted(WEB.glob("*.js"))])
 
     async def workflow_templates(self, request: web.Request) -> web.Response:
         from ppokit.studio import prompts
