@@ -155,3 +155,11 @@ def test_a_graph_run_is_a_run_for_eval_plot_export_and_resume(tmp_path, capsys):
         main(["train", "--resume", str(out), "--total_steps", "96", "--log.progress", "false"]) == 0
     )
     assert torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["global_step"] == 96
+
+
+def test_dnne_cartpole_validates_after_one_flag(capsys):
+    dnne = REPO / "tests" / "unit" / "nodes" / "fixtures" / "dnne_cartpole_ppo.json"
+    assert main(["graph", "validate", str(dnne)]) == 2
+    assert "--env-map IsaacGymCartpole=CartPole-v1" in capsys.readouterr().err
+    assert main(["graph", "validate", str(dnne), "--env-map", "IsaacGymCartpole=CartPole-v1"]) == 0
+    assert capsys.readouterr().out.endswith("valid (6 nodes; execution order: 1, 2, 3, 5, 4, 6)\n")

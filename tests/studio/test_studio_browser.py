@@ -54,6 +54,7 @@ def page(browser, studio):
     page.wait_for_selector("canvas", timeout=60_000)
     page.wait_for_function("window.app && window.app.graph && window.app.api", timeout=60_000)
     page.evaluate(LISTEN)
+    page.evaluate("window.app.extensionManager.setting.set('Comfy.Minimap.Visible', false)")
     yield page
     page.close()
 
@@ -115,6 +116,20 @@ def test_template_runs_from_the_editor_and_shows_progress_and_eval(page, tmp_pat
     assert trainer_out["images"][0]["filename"].startswith("curve_")
     page.wait_for_timeout(500)  # the curve image loads
     shot(page, tmp_path / "studio_run.png")
+    # The trainer node's foot: its result line and the learning curve (an image output).
+    page.evaluate(
+        """() => {
+          const c = window.app.canvas, z = 0.9;
+          const t = window.app.graph._nodes.find(n => n.type === 'PPOTrainerNode');
+          c.ds.scale = z;
+          c.ds.offset = [-t.pos[0] + 500, -(t.pos[1] + t.size[1]) + 840 / z];
+          c.setDirty(true, true);
+        }"""
+    )
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(tmp_path / "studio_curve.png"))
+    if SHOTS:
+        shutil.copy(tmp_path / "studio_curve.png", Path(SHOTS) / "studio_curve.png")
 
 
 def test_a_broken_link_outlines_the_node_with_our_message(page, tmp_path):

@@ -28,6 +28,7 @@ from typing import Any
 
 from ppokit import config as C
 from ppokit.errors import ConfigError
+from ppokit.nodes import dnne
 from ppokit.nodes.base import Node, node_class, node_classes
 from ppokit.nodes.declarations import ANY, REQUIRED, Param
 from ppokit.nodes.errors import GraphError, GraphIssue
@@ -228,9 +229,9 @@ def from_comfyui(
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
         data = data["prompt"]  # the body of a /prompt request
     if is_ui_format(data):
-        return map_envs(_from_ui(data, where), env_map)
+        return map_envs(dnne.adapt(_from_ui(data, where), env_map), env_map)
     if is_api_format(data):
-        return map_envs(_from_api(data, where), env_map)
+        return map_envs(dnne.adapt(_from_api(data, where), env_map), env_map)
     raise GraphError(
         f'{where}: not a ppokit graph ("format": "ppokit-graph") nor a ComfyUI workflow'
         " (UI format with 'nodes' and 'links', or API format with 'class_type' entries)"
@@ -298,10 +299,12 @@ def _params_from_widgets(
         if cls is None:
             return dict(values)
         return {k: param_value(cls.spec.param(k), v) for k, v in values.items()}
-    if cls is None:
-        return {"widgets_values": list(values)}
     values = list(values)
     named = _named_values(names, values) if names else None
+    if cls is None:  # an unknown type (DNNE's: renamed later, else refused by validation)
+        if named is not None or not values:
+            return dict(named or {})
+        return {"widgets_values": values}
     if named is not None:
         params = {}
         for name, value in named.items():
@@ -477,6 +480,8 @@ def _from_api(data: dict, where: str) -> Graph:
                 src = data.get(src_id)
                 src_cls = node_class(src["class_type"]) if src else None
                 outputs = [o.name for o in src_cls.spec.outputs] if src_cls else []
+                if src is not None:  # DNNE's types name their outputs in their own order
+                    outputs = dnne.output_names(src["class_type"]) or outputs
                 port = outputs[slot] if 0 <= slot < len(outputs) else f"output_{slot}"
                 inputs[name] = f"{src_id}.{port}"
             else:

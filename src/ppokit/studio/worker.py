@@ -84,7 +84,7 @@ class Reporter:
         fig.tight_layout()
         path = self.out / f"curve_{name}_{updates:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=80)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         old = self.images.get(name)
         if old is not None and old != path:
