@@ -163,3 +163,13 @@ def test_dnne_cartpole_validates_after_one_flag(capsys):
     assert "--env-map IsaacGymCartpole=CartPole-v1" in capsys.readouterr().err
     assert main(["graph", "validate", str(dnne), "--env-map", "IsaacGymCartpole=CartPole-v1"]) == 0
     assert capsys.readouterr().out.endswith("valid (6 nodes; execution order: 1, 2, 3, 5, 4, 6)\n")
+
+
+def test_export_as_a_comfyui_workflow_reads_back_as_the_graph(tmp_path, capsys):
+    out = tmp_path / "cartpole.comfyui.json"
+    assert main(["graph", "export", str(CARTPOLE), "-o", str(out)]) == 0
+    workflow = json.loads(out.read_text())
+    assert workflow["extra"]["ppokit"]["seed"] == 1 and len(workflow["nodes"]) == 8
+    capsys.readouterr()
+    assert main(["graph", "validate", str(out)]) == 0
+    assert "read by position" not in capsys.readouterr().err  # values carry their names

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -555,14 +554,12 @@ def serve(
         asyncio.ensure_future(studio.node_definitions())
 
     studio.app.on_startup.append(warm_up)
-    shown = f"[{host}]" if ":" in host else host
-    started = time.perf_counter()
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
 
     def printed(*_: Any) -> None:
         print(
-            f"ppokit studio: http://{shown if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
-            f" (started in {time.perf_counter() - started:.1f} s; workflows in {user_dir}/workflows,"
-            f" runs in {runs_root}; Ctrl-C stops)",
+            f"ppokit studio: http://{shown}:{port} (workflows in {user_dir}/workflows, runs in"
+            f" {runs_root}; Ctrl-C stops)",
             flush=True,
         )
 
