@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ppokit.studio.curves import Curve, draw
+
 Broadcast = Callable[[str, dict], None]
 
 
@@ -41,6 +43,8 @@ class Job:
     ended: float | None = None
     error: dict | None = None
     process: Any = None
+    curves: dict[str, Curve] = field(default_factory=dict)  # trainer node -> its curve
+    summarized: set[str] = field(default_factory=set)  # trainers whose final summary arrived
 
     def item(self) -> list:
         """ComfyUI's queue item: [number, prompt_id, prompt, extra_data, outputs_to_execute]."""
@@ -124,12 +128,7 @@ class JobQueue:
         self.running, job.status, job.started = job, "in_progress", time.time()
         ctx = mp.get_context("spawn")  # no fork of a server with threads; torch loads there
         events = ctx.Queue()
-        spec = {
-            "graph": job.graph,
-            "out": job.out,
-            "runs_root": str(self.runs_root),
-            "curve_every": self.curve_every,
-        }
+        spec = {"graph": job.graph, "out": job.out}
         job.process = ctx.Process(target=run_job, args=(spec, events), daemon=True)
         job.process.start()
         self.event(job, "execution_start", {"timestamp": int(time.time() * 1000)})
@@ -165,22 +164,28 @@ class JobQueue:
         if job.status not in ("in_progress",):
             return  # already finished (an exit after done)
         if event == "executed":
-            job.outputs[data["node"]] = data["output"]
-            self.event(job, event, data)
+            output = dict(data["output"])
+            curve = job.curves.get(data["node"])
+            if curve is not None:  # a trainer's summary: with its curve
+                job.summarized.add(data["node"])
+                if curve.image is not None:
+                    output["images"] = [self.image_ref(curve.image)]
+            job.outputs[data["node"]] = output
+            self.event(job, event, {**data, "output": output})
         elif event in ("progress", "executing"):
             self.event(job, event, data)
+        elif event == "metrics":
+            self.add_metrics(job, data["node"], data["row"])
         elif event == "done":
             if data.get("interrupted"):
-                self.finish(
-                    job,
+                end = (
                     "cancelled",
                     "execution_interrupted",
                     {"node_id": None, "executed": list(job.outputs)},
                 )
             else:
-                self.finish(
-                    job, "completed", "execution_success", {"timestamp": int(time.time() * 1000)}
-                )
+                end = ("completed", "execution_success", {"timestamp": int(time.time() * 1000)})
+            asyncio.ensure_future(self.finish_after_curves(job, *end))
         elif event == "execution_error":
             data = {
                 **data,
@@ -204,6 +209,50 @@ class JobQueue:
             }
             job.error = err
             self.finish(job, "failed", "execution_error", err)
+
+    # --- learning curves (drawn here, in a thread: the worker only trains) ----------------------
+    def add_metrics(self, job: Job, node: str, row: dict) -> None:
+        curve = job.curves.setdefault(node, Curve(node))
+        curve.rows.append(row)
+        due = time.monotonic() - curve.last_drawn >= self.curve_every
+        if not curve.drawing and (due or row["updates"] >= row["total"]):
+            curve.drawing, curve.last_drawn = True, time.monotonic()
+            asyncio.ensure_future(self.draw(job, curve))
+
+    async def draw(self, job: Job, curve: Curve) -> None:
+        """Draw in a thread; again when the last update arrived meanwhile (it is the one kept)."""
+        try:
+            path = await asyncio.to_thread(draw, curve, Path(job.out))
+        finally:
+            curve.drawing = False
+        last = curve.rows[-1]
+        if last["updates"] >= last["total"] and not path.name.endswith(
+            f"_{last['updates']:06d}.png"
+        ):
+            curve.drawing = True
+            await self.draw(job, curve)
+            return
+        # After the trainer's summary arrived, the drawing joins the summary's text.
+        done = curve.node in job.summarized
+        text = job.outputs[curve.node]["text"] if done else [curve.text()]
+        output = {"images": [self.image_ref(path)], "text": text}
+        job.outputs[curve.node] = output
+        self.event(
+            job, "executed", {"node": curve.node, "display_node": curve.node, "output": output}
+        )
+
+    def image_ref(self, path: Path) -> dict:
+        rel = path.relative_to(self.runs_root)
+        return {"filename": rel.name, "subfolder": rel.parent.as_posix(), "type": "output"}
+
+    async def finish_after_curves(self, job: Job, status: str, event: str, data: dict) -> None:
+        """End the job once its curves are drawn (the last drawing belongs to its history)."""
+        while any(c.drawing for c in job.curves.values()):
+            await asyncio.sleep(0.05)
+        for node, curve in job.curves.items():
+            if curve.image is not None and node in job.outputs:
+                job.outputs[node]["images"] = [self.image_ref(curve.image)]
+        self.finish(job, status, event, data)
 
     def finish(self, job: Job, status: str, event: str, data: dict) -> None:
         job.status, job.ended = status, time.time()
