@@ -514,11 +514,22 @@ def add_graph_parser(sub: argparse._SubParsersAction) -> None:
     fmt.add_argument("--markdown", action="store_true", help="the reference (docs/nodes.md)")
 
 
+def env_map_item(text: str) -> tuple[str, str]:
+    """--env-map NAME=ENV_ID (parsed here: the studio's start-up imports no node module)."""
+    name, sep, env_id = text.partition("=")
+    if not sep or not name.strip() or not env_id.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=ENV_ID, e.g. IsaacGymCartpole=CartPole-v1"
+        )
+    return name.strip(), env_id.strip()
+
+
 def add_env_map_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--env-map",
         action="append",
         default=[],
+        type=env_map_item,
         metavar="NAME=ENV_ID",
         help="run a workflow's env NAME as the Gymnasium env ENV_ID (simulators ppokit does not"
         " ship), e.g. --env-map IsaacGymCartpole=CartPole-v1",
@@ -573,7 +584,6 @@ def cmd_studio(ns: argparse.Namespace) -> int:
     from ppokit.extras import require
 
     require("aiohttp", "studio", "ppokit studio")
-    from ppokit.nodes.comfyui import parse_env_map
     from ppokit.studio.server import serve
 
     host = ns.listen or ns.host
@@ -583,9 +593,7 @@ def cmd_studio(ns: argparse.Namespace) -> int:
             " can queue runs and read their curves; there is no login",
             file=sys.stderr,
         )
-    serve(
-        host, ns.port, Path(ns.user_dir), Path(ns.runs), parse_env_map(ns.env_map), ns.curve_every
-    )
+    serve(host, ns.port, Path(ns.user_dir), Path(ns.runs), dict(ns.env_map), ns.curve_every)
     return 0
 
 

@@ -32,7 +32,11 @@ def get(studio, path):
 def test_starts_fast_without_importing_torch(studio, tmp_path):
     # < 3 s on a quiet machine (benchmarks/RESULTS.md); the bound leaves room for a loaded one
     assert studio.startup_s < 10, f"ppokit studio took {studio.startup_s:.1f} s to answer"
-    code = "import sys, ppokit.cli, ppokit.studio.server; print('torch' in sys.modules)"
+    code = (
+        "import sys, ppokit.cli, ppokit.studio.server;"
+        " ppokit.cli.build_parser().parse_args(['studio', '--env-map', 'A=B']);"
+        " print('torch' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(tmp_path)
     )

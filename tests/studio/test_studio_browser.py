@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from ppokit.nodes import load_graph
+from ppokit.nodes.validate import check
+
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 CHROMIUM = os.environ.get("PPOKIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).is_file():
@@ -59,6 +62,17 @@ def page(browser, studio):
     page.close()
 
 
+def resolved(graph) -> dict:
+    """{title or id: (type, params with defaults, links by title)} of a valid graph."""
+    r, issues = check(graph)
+    assert issues == []
+    name = {k: (nd.meta.get("title") or k) for k, nd in graph.nodes.items()}
+    return {
+        name[k]: (n.type, n.params, {i: f"{name[v.node]}.{v.port}" for i, v in r.links[k].items()})
+        for k, n in r.nodes.items()
+    }
+
+
 def open_template(page, name: str) -> None:
     """Through the templates dialog (it opens on a first visit; else from the sidebar)."""
     card = page.get_by_text(name, exact=True)
@@ -83,8 +97,16 @@ def shot(page, path: Path, zoom: float = 0.6) -> None:
         shutil.copy(path, Path(SHOTS) / path.name)
 
 
-def test_template_runs_from_the_editor_and_shows_progress_and_eval(page, tmp_path):
+def test_template_runs_from_the_editor_and_shows_progress_and_eval(page, tmp_path, examples_dir):
     open_template(page, "cartpole_ppo")
+    # What the editor saves (its workflow JSON) and queues (its API prompt) read back as the
+    # native graph: same params, same links (`ppokit graph run` runs the saved file).
+    saved = page.evaluate("async () => { const p = await window.app.graphToPrompt(); return p; }")
+    native = resolved(load_graph(examples_dir / "cartpole_ppo.json"))
+    workflow_path = tmp_path / "saved_by_the_editor.json"
+    workflow_path.write_text(json.dumps(saved["workflow"]))
+    assert resolved(load_graph(workflow_path)) == native
+    assert resolved(load_graph(saved["output"], "prompt")) == native
     budget = {
         "EnvNode": {"num_envs": 2},
         "PPOTrainerNode": {

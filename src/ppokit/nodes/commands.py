@@ -38,7 +38,7 @@ def apply_sets(graph: Graph, sets: list[str]) -> None:
 
 
 def read(ns: argparse.Namespace) -> Graph:
-    return load_graph(ns.graph, env_map=comfyui.parse_env_map(getattr(ns, "env_map", None)))
+    return load_graph(ns.graph, env_map=dict(getattr(ns, "env_map", None) or []))
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:

@@ -288,6 +288,8 @@ _NAMED = (
     config_param("algo.ent_coef", "entropy_coef", aliases=("ent_coef",)),
     config_param("algo.max_grad_norm"),
 )
+# Weights & Biases, as `ppokit train --log.wandb true` logs (the run directory's RunLogger).
+_WANDB = ("wandb", "wandb_project", "wandb_mode")
 # Declared after _REST, where they were as env.* fields (ComfyUI stores widget values by position).
 _REWARDS = ("algo.scale_rewards", "algo.reward_clip")
 _MAPPED = {p.config for p in _NAMED} | set(_REWARDS)
@@ -338,6 +340,7 @@ class PPOTrainerNode(Node):
             ),
             config_param("log.checkpoint_every", late=True),
             config_param("log.keep_checkpoints", late=True),
+            *(config_param(f"log.{name}", late=True) for name in _WANDB),
         ),
     )
 
@@ -455,8 +458,8 @@ class PPOTrainerNode(Node):
             torch_threads=ctx.setting("torch_threads"),
         )
         cfg.log.episode_window = p["episode_window"]
-        cfg.log.checkpoint_every = p["checkpoint_every"]
-        cfg.log.keep_checkpoints = p["keep_checkpoints"]
+        for name in ("checkpoint_every", "keep_checkpoints", *_WANDB):
+            setattr(cfg.log, name, p[name])
         try:
             C.validate(cfg)
         except ConfigError as e:

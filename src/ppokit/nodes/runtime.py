@@ -33,7 +33,7 @@ from ppokit.config import TrainConfig, to_dict
 from ppokit.device import resolve_device, seed_everything, set_threads
 from ppokit.envs.base import StepResult
 from ppokit.episodes import EpisodeTracker
-from ppokit.logging import RunLogger
+from ppokit.logging import RunLogger, check_wandb
 from ppokit.nn.actor_critic import ActorCritic
 from ppokit.nn.memory import reset_states
 from ppokit.outputs import new_run_dir, output_file
@@ -340,6 +340,7 @@ class NodeTrainer:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.logger: RunLogger | None = None
         if self.run_dir is not None:
+            check_wandb(cfg.log)  # a missing wandb or API key: one line, before files are written
             prepare_run_dir(self.run_dir, cfg)
             names = metric_names(self.ppo, False, evaluated)
             self.logger = RunLogger(self.run_dir, cfg.log, to_dict(cfg), self.run_dir.name, names)

@@ -39,6 +39,12 @@ def frontend_root() -> Path:
     return Path(package.__file__).resolve().parent / "static"
 
 
+def _object_info() -> dict:
+    from ppokit.nodes import comfyui  # torch and the node registry: first use only
+
+    return comfyui.object_info()
+
+
 def version(dist: str) -> str:
     try:
         return metadata.version(dist)
@@ -148,6 +154,9 @@ class Studio:
         ]
 
     async def index(self, request: web.Request) -> web.StreamResponse:
+        # The node declarations import torch (seconds, holding the GIL): load them while the
+        # browser loads the editor's scripts, not at start-up and not on its request for them.
+        asyncio.ensure_future(self.node_definitions())
         return web.FileResponse(self.web_root / "index.html", headers={"Cache-Control": "no-cache"})
 
     # --- websocket ------------------------------------------------------------------------------
@@ -182,10 +191,8 @@ class Studio:
     # --- nodes and prompts ----------------------------------------------------------------------
     async def node_definitions(self) -> dict:
         """ppokit's node declarations as /object_info (computed once, off the event loop)."""
-        if self._object_info is None:
-            from ppokit.nodes import comfyui  # torch and the node registry: first use only
-
-            self._object_info = asyncio.ensure_future(asyncio.to_thread(comfyui.object_info))
+        if self._object_info is None:  # imported in the thread too: torch takes seconds
+            self._object_info = asyncio.ensure_future(asyncio.to_thread(_object_info))
         return await self._object_info
 
     async def object_info(self, request: web.Request) -> web.Response:
@@ -548,12 +555,6 @@ def serve(
 ) -> None:
     """Run the studio until Ctrl-C."""
     studio = Studio(user_dir, runs_root, env_map=env_map, curve_every=curve_every)
-
-    async def warm_up(app: web.Application) -> None:
-        # The node declarations import torch: load them while the page loads, not on its request.
-        asyncio.ensure_future(studio.node_definitions())
-
-    studio.app.on_startup.append(warm_up)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
 
     def printed(*_: Any) -> None:

@@ -55,3 +55,12 @@ def test_dict_observation_agent_trains_as_a_node(tiny_graph, tmp_path):
     state = load_checkpoint(result.out_dir)
     assert state["config"]["policy"]["critic_keys"] == ["state", "privileged"]
     assert result.results["trainer"]["global_step"] == 64
+
+
+def test_wandb_when_asked(tiny_graph, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    g = tiny_graph()
+    g["nodes"]["trainer"]["params"].update(wandb=True, wandb_mode="offline")
+    result = run_graph(g, out_dir=tmp_path / "run", quiet=True)
+    assert (result.out_dir / "wandb").is_dir()
