@@ -173,3 +173,22 @@ def test_export_as_a_comfyui_workflow_reads_back_as_the_graph(tmp_path, capsys):
     capsys.readouterr()
     assert main(["graph", "validate", str(out)]) == 0
     assert "read by position" not in capsys.readouterr().err  # values carry their names
+
+
+def test_ctrl_c_checkpoints_a_graph_run_and_skips_the_final_evaluation(tmp_path):
+    import signal
+
+    sets = ["--set", "trainer.total_steps=10000000", "--set", "trainer.log_every=1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ppokit", "graph", "run", str(CARTPOLE), *sets, "--out", "out"],
+        cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    first = proc.stdout.readline()  # the first update's progress line
+    assert "update 1/" in first, (first, proc.stderr.read() if proc.poll() is not None else "")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: checkpoint written to" in out and "eval: skipped (interrupted)" in out
+    state = torch.load(tmp_path / "out" / "checkpoints" / "latest.pt", weights_only=False)
+    assert state["global_step"] > 0 and not (tmp_path / "out" / "eval.json").exists()

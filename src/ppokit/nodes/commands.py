@@ -9,6 +9,7 @@ from typing import Any
 
 from ppokit.config import parse_cli_value
 from ppokit.nodes import comfyui, reference
+from ppokit.nodes import runtime as rt
 from ppokit.nodes.errors import GraphError, GraphValidationError
 from ppokit.nodes.executor import run_program
 from ppokit.nodes.export import write_script
@@ -61,7 +62,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     for line in format_results(result.results):
         print(line)
     print(f"output directory: {result.out_dir}")
-    return 0
+    return 130 if rt.interrupted() else 0  # as `ppokit train` after Ctrl-C
 
 
 def cmd_export(ns: argparse.Namespace) -> int:

@@ -515,7 +515,9 @@ def format_results(results: dict) -> list[str]:
     """One line per result of the run (evaluations, checkpoints, trainers)."""
     lines = []
     for name, value in results.items():
-        if isinstance(value, dict) and "mean_return" in value and "episodes" in value:
+        if value is None:  # an evaluation skipped after Ctrl-C
+            lines.append(f"{name}: skipped (interrupted)")
+        elif isinstance(value, dict) and "mean_return" in value and "episodes" in value:
             lines.append(f"{name}: {eval_line(value)}")
         elif isinstance(value, dict) and "updates" in value:
             ret = value.get("mean_return")
