@@ -100,6 +100,12 @@ class EnvConfig:
         "the time limit is part of the task: treat truncation as termination (no bootstrap"
         " from the value of the final observation; docs/gpu.md)",
     )
+    step_timeout: float = opt(
+        300.0,
+        "seconds one vector step may take before training stops with an error naming the env"
+        " (a hung env); 0: no limit",
+        ge=0,
+    )
 
 
 @dataclass

@@ -28,3 +28,16 @@ class OutputError(PPOKitError):
 
 class MissingDependencyError(PPOKitError, ImportError):
     """An optional feature's package is not installed; the message names the pip extra."""
+
+
+class RunDirError(PPOKitError):
+    """A run directory is in use by another process, or already holds a run."""
+
+
+class TrainingStopped(PPOKitError):
+    """Training stopped on a fault (an env error, NaN/inf data, a failed write): the message
+    names the cause in one line and where the last complete update was saved."""
+
+
+class EnvStateUnsupported(PPOKitError):
+    """An environment cannot save or restore its state (a resume then restarts episodes)."""
