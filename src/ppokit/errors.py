@@ -28,3 +28,13 @@ class OutputError(PPOKitError):
 
 class MissingDependencyError(PPOKitError, ImportError):
     """An optional feature's package is not installed; the message names the pip extra."""
+
+
+class EnvStateUnsupported(PPOKitError):
+    """An environment's state cannot be saved for an exact resume (async subprocess envs,
+    external simulators, an attribute of a kind ppokit cannot copy). `reason` is one line that
+    names the env and what cannot be saved; a resume then restarts the episodes instead."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
