@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -177,18 +178,22 @@ def test_torch_task_state_is_copies_and_restores_the_generator():
     assert torch.equal(env.sim.position, position)
 
 
-def test_wrapper_counters_and_deques_are_saved():
-    """A wrapper with episode statistics (deques, counters) resumes its statistics."""
+def test_wrapper_counters_deques_and_statistics_are_saved():
+    """Wrappers with episode statistics (deques, counters), running normalization statistics
+    and a function (code, skipped) resume as the original continues."""
 
     def make() -> gym.Env:
-        return gym.wrappers.RecordEpisodeStatistics(
-            gym.make("CartPole-v1", max_episode_steps=10), buffer_length=5
-        )
+        env = gym.make("CartPole-v1", max_episode_steps=10)
+        env = gym.wrappers.NormalizeObservation(env)
+        env = gym.wrappers.NormalizeReward(env)
+        env = gym.wrappers.TransformObservation(env, lambda o: 2 * o, env.observation_space)
+        return gym.wrappers.RecordEpisodeStatistics(env, buffer_length=5)
 
     def episodes(env, steps):
         out = []
         for _ in range(steps):
-            _, _, term, trunc, info = env.step(1)
+            obs, reward, term, trunc, info = env.step(1)
+            out.append((obs.tolist(), reward))
             if term or trunc:
                 out.append((info["episode"]["r"], info["episode"]["l"]))
                 env.reset()
@@ -248,3 +253,22 @@ def test_a_state_of_another_env_is_refused():
     vec.reset(seed=0)
     with pytest.raises(EnvError, match="holds 2 envs"):
         vec.set_state({"steps": 0, "envs": vec.get_state()["envs"][:2]})
+
+
+def test_one_env_view_of_a_torch_task_saves_its_task():
+    """The Gymnasium view of a batched task (evaluation's env) saves the task's state_dict."""
+
+    def steps(env, n):
+        return [env.step(np.array([0.5, -0.3], dtype=np.float32))[:4] for _ in range(n)]
+
+    env = gym.make(POINT_MASS_ID, max_episode_steps=5)
+    env.reset(seed=0)
+    steps(env, 3)
+    state = pickled(env_state(env))
+    expected = steps(env, 4) + [env.reset()[0]] + steps(env, 2)
+    fresh = gym.make(POINT_MASS_ID, max_episode_steps=5)
+    fresh.reset(seed=9)
+    load_env_state(fresh, state)
+    got = steps(fresh, 4) + [fresh.reset()[0]] + steps(fresh, 2)
+    for e, g in zip(expected, got, strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(e, g, strict=True))

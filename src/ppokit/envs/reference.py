@@ -48,7 +48,9 @@ class TaskState:
     def load_state_dict(self, state: dict) -> None:
         for name in self.state_tensors:
             setattr(self, name, state[name].to(self.device).clone())
-        self.generator.set_state(state["generator"].clone())
+        # A generator's state is a CPU tensor even for a CUDA generator (a checkpoint loaded
+        # with map_location may have moved it).
+        self.generator.set_state(state["generator"].cpu().clone())
 
 
 class TorchPointMass(TaskState):

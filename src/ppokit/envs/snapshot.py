@@ -13,8 +13,9 @@ Per layer:
 - otherwise its plain attributes are copied: numbers, strings, None, NumPy arrays and generators
   (the env's `np_random`, whose draws reset episodes), and tuples/lists/dicts/deques of them. That
   covers TimeLimit's elapsed steps, OrderEnforcing's and PassiveEnvChecker's flags,
-  RecordEpisodeStatistics' counters and the classic-control envs (`state`, `last_u`, ...).
-  Attributes that are not state (the inner env, spaces, the spec, renderers) are skipped; any other
+  RecordEpisodeStatistics' counters, NormalizeObservation's running statistics and the
+  classic-control envs (`state`, `last_u`, ...). Attributes that are not state (the inner env,
+  spaces, the spec, renderers, functions a wrapper was given) are skipped; any other
   kind of attribute raises `EnvStateUnsupported` naming it, rather than resuming inexactly.
 - a Gymnasium `MujocoEnv` also saves its physics with MuJoCo's own state API
   (mjSTATE_INTEGRATION: time, qpos, qvel, actuator state, warm start, controls, applied forces,
@@ -29,7 +30,9 @@ checkpoint (torch.save; loading it needs `weights_only=False`, for the NumPy arr
 from __future__ import annotations
 
 import copy
+import functools
 import sys
+import types
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +40,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
+from gymnasium.wrappers.utils import RunningMeanStd
 
 from ppokit.errors import EnvError, EnvStateUnsupported
 
@@ -60,6 +64,16 @@ NOT_STATE = frozenset(
         "viewer",
     }
 )
+# Code, not state: the functions a wrapper was built with (TransformObservation's func, ...).
+FUNCTIONS = (
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    functools.partial,
+)
+# Objects copied whole (their attributes are arrays and numbers): the normalization wrappers'
+# running statistics.
+COPYABLE = (RunningMeanStd,)
 # gym.Env's own state, saved with every unwrapped env (also one that has `state_dict`).
 ENV_BASE_STATE = ("_np_random", "_np_random_seed")
 
@@ -149,7 +163,7 @@ def _layer_state(layer: object) -> dict:
             k: v
             for k, v in vars(layer).items()
             if k not in NOT_STATE
-            and not isinstance(v, (gym.Space, EnvSpec))
+            and not isinstance(v, (gym.Space, EnvSpec, *FUNCTIONS))
             and not (mujoco_env and k in ("model", "data"))
         }
     state["attrs"] = {k: _copy(v, f"{name}.{k}") for k, v in attrs.items()}
@@ -181,6 +195,8 @@ def _copy(value: Any, where: str) -> Any:
         return value
     if isinstance(value, np.ndarray) and value.dtype != object:
         return value.copy()
+    if isinstance(value, COPYABLE):
+        return copy.deepcopy(value)
     if isinstance(value, np.random.Generator):
         bit_generator = value.bit_generator
         return GeneratorState(type(bit_generator).__name__, copy.deepcopy(bit_generator.state))
@@ -203,8 +219,8 @@ def _restore(value: Any) -> Any:
         generator = np.random.Generator(getattr(np.random, value.bit_generator)())
         generator.bit_generator.state = copy.deepcopy(value.state)
         return generator
-    if isinstance(value, np.ndarray):
-        return value.copy()
+    if isinstance(value, (np.ndarray, *COPYABLE)):
+        return copy.deepcopy(value)
     if isinstance(value, (tuple, list)):
         return type(value)(_restore(v) for v in value)
     if isinstance(value, deque):
