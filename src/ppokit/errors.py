@@ -40,4 +40,10 @@ class TrainingStopped(PPOKitError):
 
 
 class EnvStateUnsupported(PPOKitError):
-    """An environment cannot save or restore its state (a resume then restarts episodes)."""
+    """An environment's state cannot be saved for an exact resume (async subprocess envs,
+    external simulators, an attribute of a kind ppokit cannot copy). `reason` is one line that
+    names the env and what cannot be saved; a resume then restarts the episodes instead."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -29,7 +29,8 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 from ppokit.config import EnvConfig
 from ppokit.envs.base import StepResult
 from ppokit.envs.serial import SerialVectorEnv
-from ppokit.errors import EnvError
+from ppokit.envs.snapshot import env_state, load_env_state
+from ppokit.errors import EnvError, EnvStateUnsupported
 from ppokit.observations import numpy_storage_dtype
 
 
@@ -276,6 +277,34 @@ class GymVecEnv:
             final_obs=final_obs,
             infos=infos,
         )
+
+    def get_state(self) -> dict:
+        """The state of every env (physics, wrappers, RNGs: `ppokit.envs.snapshot`) and the
+        step counter, at a step boundary, for an exact resume. Raises EnvStateUnsupported for
+        envs in subprocesses or a user's vector env, whose envs this process cannot reach."""
+        if not isinstance(self.env, SerialVectorEnv):
+            where = (
+                "in subprocesses (env.vectorization async)"
+                if isinstance(self.env, AsyncVectorEnv)
+                else f"in a {type(self.env).__name__} built outside ppokit"
+            )
+            raise EnvStateUnsupported(
+                f"the state of env {self.env_id!r} cannot be saved: its envs run {where}"
+            )
+        return {"steps": self.steps, "envs": [env_state(env) for env in self.env.envs]}
+
+    def set_state(self, state: dict) -> None:
+        """Restore a `get_state` into envs built from the same config (reset or not)."""
+        if not isinstance(self.env, SerialVectorEnv):
+            self.get_state()  # raises, saying why
+        if len(state["envs"]) != self.num_envs:
+            raise EnvError(
+                f"the saved env state holds {len(state['envs'])} envs of {self.env_id!r}, this"
+                f" vector env has {self.num_envs}"
+            )
+        for env, saved in zip(self.env.envs, state["envs"], strict=True):
+            load_env_state(env, saved)
+        self.steps = state["steps"]
 
     def close(self) -> None:
         self.env.close()
