@@ -43,8 +43,8 @@ from ppokit.errors import (
     EnvStateUnsupported,
     TrainingStopped,
 )
-from ppokit.faults import StepWatchdog
 from ppokit.evaluate import evaluate_model
+from ppokit.faults import StepWatchdog
 from ppokit.logging import Progress, RunLogger, check_wandb
 from ppokit.nn.actor_critic import ActorCritic
 from ppokit.observations import Obs
@@ -154,7 +154,7 @@ class Trainer:
         # The observation, memory, RNG and env state at the start of the rollout in progress: a
         # stop before the rollout completes saves these with the last complete update.
         self._rollout_start: dict | None = None
-        self._resume_rollout: dict | None = None
+        self.env_unsaved: str | None = "a new run"  # why the envs were not restored (resume)
         self._obs: Obs | None = None  # the observation the next rollout starts from
         self._watchdog = StepWatchdog(0)  # train() arms it with env.step_timeout
         self.resumed = state is not None
@@ -269,9 +269,28 @@ class Trainer:
         else:  # written by fewer ranks: this rank's streams start afresh, seeded apart
             seed_everything(self.cfg.seed + self.sync.rank + 1_000_003 * self.ppo.updates)
         if rollouts is not None:
-            self._resume_rollout = rollouts[self.sync.rank] if same_world else None
+            saved = rollouts[self.sync.rank] if same_world else None
+            why = None if same_world else "the checkpoint was written by another number of ranks"
         elif not self.sync.distributed:
-            self._resume_rollout = state.get("rollout")
+            saved, why = state.get("rollout"), None
+        else:
+            saved, why = None, None
+        self.env_unsaved = self._restore_envs(saved) if saved is not None else why
+
+    def _restore_envs(self, saved: dict) -> str | None:
+        """Put the envs, the observation and the memory where the checkpoint left them; None
+        when done, else why not (a resume then restarts episodes)."""
+        if saved.get("env") is None or saved.get("obs") is None:
+            return saved.get("env_unsaved") or "the checkpoint holds no env state"
+        try:
+            restore_env_state(self.env, saved["env"])
+        except (EnvStateUnsupported, EnvError) as e:
+            return str(e)
+        if saved["memory"].shape != self.ppo.memory_state.shape:
+            return "the policy's memory has another shape"
+        self.ppo.memory_state.copy_(saved["memory"].to(self.device))
+        self._obs = _to_device(saved["obs"], self.device)
+        return None
 
     def save_checkpoint(self, name: str | None = None, rollout: dict | None = None) -> Path:
         """Write the checkpoint update_N.pt and latest.pt, or only checkpoints/<name>.pt when
@@ -349,15 +368,10 @@ class Trainer:
     def start_episodes(self) -> Obs:
         """The observation training starts from: the envs' state saved in the checkpoint (a
         resume continues the episodes in progress, bit for bit), else new episodes."""
-        saved = self._resume_rollout
-        self._resume_rollout = None
-        if saved is not None and saved.get("env") is not None and saved.get("obs") is not None:
-            restore_env_state(self.env, saved["env"])
-            self.ppo.memory_state.copy_(saved["memory"].to(self.device))
-            return _to_device(saved["obs"], self.device)
+        if self.resumed and self.env_unsaved is None and self._obs is not None:
+            return self._obs  # restored by _load_state: the episodes in progress go on
         if self.resumed:
-            why = (saved or {}).get("env_unsaved") or "the checkpoint holds no env state"
-            self.say(f"resume: episodes restart ({why})")
+            self.say(f"resume: episodes restart ({self.env_unsaved})")
             # New episodes everywhere: their running returns start over too.
             self.ppo.reward_scaler.reset()
             self.episodes.reset_partial()
@@ -554,8 +568,10 @@ class Trainer:
         raise TrainingStopped(f"training stopped: {summary}; {saved}{where}") from fault
 
     def env_id(self) -> str:
-        return getattr(self.env, "env_id", None) or getattr(self.env, "name", None) or (
-            self.cfg.env.id
+        return (
+            getattr(self.env, "env_id", None)
+            or getattr(self.env, "name", None)
+            or (self.cfg.env.id)
         )
 
     def periodic_evaluation(self) -> dict[str, float]:

@@ -38,12 +38,13 @@ class LRSchedule:
 
     def extend(self, done: int, total_updates: int) -> None:
         """A resumed run now `total_updates` long, `done` updates in: what is left of the
-        schedule is stretched (or squeezed) over the updates left, so the LR goes on from its
-        value at `done` without a jump and reaches the schedule's end at the new end."""
+        schedule is stretched (or squeezed) over the updates left, so the LR goes on from the
+        value the next update would have had (from the last update's value when the schedule had
+        ended) without a jump, and reaches the schedule's end at the new end."""
         total_updates = max(1, total_updates)
         if total_updates == self.total_updates or done >= total_updates:
             return
-        self.start_progress = self.progress(done)
+        self.start_progress = self.progress(min(done, self.total_updates - 1))
         self.start_update, self.total_updates = done, total_updates
 
     def at_update(self, update: int) -> float:
