@@ -275,6 +275,9 @@ class Trainer:
             saved, why = state.get("rollout"), None
         else:
             saved, why = None, None
+        changed = env_changes(state["config"].get("env", {}), to_dict(self.cfg)["env"])
+        if changed and saved is not None:  # the saved state is of envs made another way
+            saved, why = None, f"the env config changed since the checkpoint ({changed})"
         self.env_unsaved = self._restore_envs(saved) if saved is not None else why
 
     def _restore_envs(self, saved: dict) -> str | None:
@@ -558,7 +561,7 @@ class Trainer:
             except Exception as e:  # a full disk: say so, the older checkpoints are intact
                 saved = f"the last complete update could not be saved: {e}"
         log = faults.write_error_log(self.run_dir, fault, summary) if self.is_main else None
-        close = getattr(self.env, "close", None)
+        close = getattr(self.env, "abort", None) or getattr(self.env, "close", None)
         try:
             if close is not None:
                 close()
@@ -690,6 +693,19 @@ def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
             diffs.append(f"{key}: checkpoint {a!r}, config {b!r}")
     if diffs:
         raise CheckpointError("cannot resume with an incompatible config: " + "; ".join(diffs))
+
+
+# EnvConfig fields that do not change how the envs are made (a resume may change them).
+ENV_FIELDS_NOT_STATE = ("step_timeout", "finite_horizon")
+
+
+def env_changes(saved: dict, now: dict) -> str:
+    """The env config fields that differ between a checkpoint and the resume, comma-joined."""
+    return ", ".join(
+        f"env.{k}"
+        for k in sorted(set(saved) | set(now))
+        if k not in ENV_FIELDS_NOT_STATE and saved.get(k) != now.get(k)
+    )
 
 
 def capture_env_state(env: Any) -> tuple[Any, str | None]:

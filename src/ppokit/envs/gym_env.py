@@ -308,3 +308,11 @@ class GymVecEnv:
 
     def close(self) -> None:
         self.env.close()
+
+    def abort(self) -> None:
+        """Close after a fault: subprocess envs are terminated, not waited for (a hung worker
+        would never answer)."""
+        if isinstance(self.env, AsyncVectorEnv):
+            self.env.close(terminate=True)
+        else:
+            self.env.close()
