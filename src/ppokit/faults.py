@@ -95,6 +95,12 @@ def write_error_log(run_dir: Path, error: BaseException, summary: str) -> Path |
         with path.open("a") as f:
             f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {summary}\n")
             f.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+            cause = error.__cause__
+            worker = getattr(error, "ppokit_worker_traceback", None) or getattr(
+                cause, "ppokit_worker_traceback", None
+            )
+            if worker:
+                f.write(f"in the env's subprocess worker:\n{worker}\n")
     except OSError:
         return None
     return path

@@ -17,8 +17,6 @@ from pathlib import Path
 from ppokit.errors import OutputError, RunDirError
 
 LOCK_NAME = ".lock"
-# What makes a directory "hold a run": anything a training writes besides the lock.
-RUN_FILES = ("config.yaml", "metrics.csv", "eval.json", "checkpoints")
 
 
 class RunLock:
@@ -79,34 +77,61 @@ class RunLock:
 
 
 def holds_run(run_dir: Path) -> bool:
-    """Whether `run_dir` holds (part of) a run: a config, metrics, an evaluation or checkpoints."""
-    return any((Path(run_dir) / name).exists() for name in RUN_FILES)
-
-
-def claim_new_run_dir(run_dir: Path, overwrite: bool) -> Path | None:
-    """Check that a new run may be written to `run_dir`: refused when it holds a run, unless
-    `overwrite`, which moves the old run aside (never deletes it). Returns where it went."""
+    """Whether `run_dir` holds a run: a checkpoint, metrics rows or an evaluation. A directory
+    with only a config (a run stopped during its start-up) holds nothing worth keeping."""
     run_dir = Path(run_dir)
-    if not holds_run(run_dir):
-        return None
+    if (run_dir / "eval.json").exists() or any((run_dir / "checkpoints").glob("*.pt")):
+        return True
+    metrics = run_dir / "metrics.csv"
+    if metrics.exists():
+        with metrics.open() as f:
+            return len(f.readlines()) > 1
+    return False
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temp files of writes that a killed process left half done (checkpoints and
+    metrics are written to `.<name>.<pid>...tmp` and renamed); call it holding the lock."""
+    stale = [
+        p
+        for folder in (Path(run_dir), Path(run_dir) / "checkpoints")
+        for p in folder.glob(".*.tmp")
+    ]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def claim_run_dir(
+    run_dir: Path, new_run: bool, overwrite: bool = False, what: str = "training"
+) -> tuple[RunLock, Path | None]:
+    """Lock `run_dir` for this process (refused while another holds it) and, for a new run,
+    check that it holds no run: refused unless `overwrite`, which moves the old run aside to
+    <dir>.old-<time> (never deletes it). Returns the lock and where the old run went."""
+    run_dir = Path(run_dir)
+    lock = RunLock(run_dir, what)
+    remove_stale_temp_files(run_dir)
+    if not new_run or not holds_run(run_dir):
+        return lock, None
     if not overwrite:
+        lock.release()
         raise RunDirError(
             f"run directory {str(run_dir)!r} already holds a run; continue it with --resume"
             f" {run_dir}, replace it with --overwrite (the old run is moved aside, not deleted),"
             " or choose another --run-dir"
         )
-    aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-    n = 1
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = run_dir.with_name(f"{run_dir.name}.old-{stamp}"), 1
     while aside.exists():
         n += 1
-        aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
-    # Holding the old run's lock while it moves: a training still writing it is never moved.
-    with RunLock(run_dir, "moving the run aside (--overwrite)"):
-        try:
-            os.replace(run_dir, aside)
-        except OSError as e:
-            raise OutputError(
-                f"--overwrite cannot move {str(run_dir)!r} aside to {str(aside)!r}:"
-                f" {e.strerror or e}"
-            ) from None
-    return aside
+        aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
+    try:  # under the old run's lock, which moves with it: nobody writes it while it moves
+        os.replace(run_dir, aside)
+    except OSError as e:
+        lock.release()
+        raise OutputError(
+            f"--overwrite cannot move {str(run_dir)!r} aside to {str(aside)!r}: {e.strerror or e}"
+        ) from None
+    new_lock = RunLock(run_dir, what)
+    lock.release()
+    return new_lock, aside

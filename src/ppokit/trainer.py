@@ -49,7 +49,7 @@ from ppokit.logging import Progress, RunLogger, check_wandb
 from ppokit.nn.actor_critic import ActorCritic
 from ppokit.observations import Obs
 from ppokit.outputs import make_dir, new_run_dir, write_text
-from ppokit.rundir import RunLock, claim_new_run_dir
+from ppokit.rundir import RunLock, claim_run_dir
 
 # Config fields that must match to resume: they define the shapes and meaning of saved state.
 RESUME_MUST_MATCH = ("env.id", "policy", "algo.optimizer")
@@ -181,11 +181,11 @@ class Trainer:
             state is not None
             and self.run_dir.resolve() == Path(state["path"]).resolve().parent.parent
         )
-        if not resuming_here:
-            moved = claim_new_run_dir(self.run_dir, overwrite)
-            if moved is not None:
-                self.say(f"--overwrite: the old run in {self.run_dir} was moved to {moved}")
-        self.lock = RunLock(self.run_dir, "resume" if state is not None else "training")
+        self.lock, moved = claim_run_dir(
+            self.run_dir, not resuming_here, overwrite, "resume" if state else "training"
+        )
+        if moved is not None:
+            self.say(f"--overwrite: the old run in {self.run_dir} was moved to {moved}")
         make_dir(self.run_dir / "checkpoints", "run directory")
         write_text(self.run_dir / "config.yaml", config_yaml(self.cfg), "config")
 
@@ -395,6 +395,10 @@ class Trainer:
         complete update, writes the traceback to <run dir>/error.log and raises
         TrainingStopped with one line naming it."""
         cfg = self.cfg
+        # Ctrl-C from here on stops at the next step boundary with a checkpoint (an update-0 one
+        # when it comes during the start-up), so an interrupted run can always be resumed.
+        self.stop_requested = self._stop_pending = False
+        handlers = install_stop_handlers(self.request_stop)
         try:
             if self.resumed:
                 self.check_resume_left()
@@ -407,13 +411,14 @@ class Trainer:
                     self.metric_names(),
                     resume_step=self.global_step if self.resumed else None,
                 )
-            return self._train()
+            return self._train(handlers)
         finally:
+            restore_handlers(handlers)
             if self.logger is not None:
                 self.logger.close()
             self.release()
 
-    def _train(self) -> TrainResult:
+    def _train(self, handlers: dict) -> TrainResult:
         cfg = self.cfg
         planned = self.total_updates * self.steps_per_update
         if self.ppo.updates == 0 and planned != cfg.total_steps:
@@ -430,8 +435,6 @@ class Trainer:
             self.global_step,
             cfg.log.progress and self.is_main,
         )
-        self.stop_requested = self._stop_pending = False
-        handlers = install_stop_handlers(self.request_stop)
         start_time, start_step = time.perf_counter(), self.global_step
         compiling = self.ppo.paths.update == "compiled"
         # Where a fault leaves the learner: "rollout" (unchanged since the last update: saved

@@ -112,8 +112,10 @@ def test_an_async_env_error_is_one_line_too(tmp_path):
     cfg = faulty_config(tmp_path, "raise", vectorization="async")
     message = stop(cfg, tmp_path / "run")
     assert "\n" not in message
-    assert "raised ValueError at vector step 39: simulated physics blew up at step 40" in message
+    assert "(env index 1) raised ValueError at vector step 39: simulated physics blew up" in message
     assert_saved(tmp_path / "run")
+    log = (tmp_path / "run" / "error.log").read_text()
+    assert "in the env's subprocess worker:" in log and "def step" not in message
 
 
 def test_an_async_env_that_hangs_times_out_and_its_worker_is_terminated(tmp_path):

@@ -19,12 +19,14 @@ import difflib
 import importlib
 import math
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
+from gymnasium.vector.async_vector_env import AsyncState
 
 from ppokit.config import EnvConfig
 from ppokit.envs.base import StepResult
@@ -105,10 +107,31 @@ def vectorize(
     this process (sync) or one subprocess each (async)."""
     try:
         if vectorization == "async":
-            return AsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+            return WorkerErrorsAsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
         return SerialVectorEnv(env_fns)
     except gym.error.Error as e:
         raise EnvError(f"cannot build environment {name!r}: {e}") from None
+
+
+class WorkerErrorsAsyncVectorEnv(AsyncVectorEnv):
+    """AsyncVectorEnv whose worker errors reach the trainer as the exception alone, marked with
+    the env index and the worker's traceback (for error.log), instead of also being printed as
+    three warnings with the traceback inside; the rest is Gymnasium's. (Overrides a private
+    method of gymnasium 1.x, which pyproject pins below 2.)"""
+
+    def _raise_if_errors(self, successes: Sequence[bool]) -> None:
+        if all(successes):
+            return
+        errors = [self.error_queue.get() for _ in range(self.num_envs - sum(successes))]
+        for index, *_ in errors:  # as Gymnasium does: a failed worker is shut down
+            self.parent_pipes[index].close()
+            self.parent_pipes[index] = None
+        self._state = AsyncState.DEFAULT
+        index, exctype, value, trace = errors[-1]
+        error = exctype(value)
+        error.ppokit_env_index = index
+        error.ppokit_worker_traceback = trace
+        raise error
 
 
 def same_step_fix(env: gym.vector.VectorEnv) -> str:
@@ -313,6 +336,8 @@ class GymVecEnv:
         """Close after a fault: subprocess envs are terminated, not waited for (a hung worker
         would never answer)."""
         if isinstance(self.env, AsyncVectorEnv):
-            self.env.close(terminate=True)
+            with warnings.catch_warnings():  # "close while waiting for step": we know
+                warnings.simplefilter("ignore")
+                self.env.close(terminate=True)
         else:
             self.env.close()
