@@ -653,6 +653,13 @@ def load_yaml(path: Path) -> dict:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"config file {str(path)!r} is a directory; give a YAML file (e.g. a run's config.yaml)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or "not a text file"
+        raise ConfigError(f"cannot read config file {str(path)!r}: {reason}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

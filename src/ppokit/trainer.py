@@ -25,6 +25,7 @@ from ppokit import distributed, faults
 from ppokit.algo.ppo import PPO
 from ppokit.config import (
     EnvConfig,
+    PolicyConfig,
     TrainConfig,
     config_yaml,
     from_dict,
@@ -133,6 +134,7 @@ class Trainer:
             if self.eval_env is None and cfg.eval.episodes > 0 and self.sync.is_main:
                 print(f"final evaluation will be skipped: {self.no_eval}", flush=True)
         self.external_env = self.eval_env is None
+        check_action_options(cfg, self.env.action_space, self.env_id())
         self.model = ActorCritic(
             self.env.observation_space,
             self.env.action_space,
@@ -619,6 +621,34 @@ class Trainer:
             raise EnvError(f"cannot evaluate on new envs: {self.no_eval}")
         seed = self.cfg.seed + 10_000 if seed is None else seed
         return evaluate_model(self.model, self.eval_env, episodes, seed, self.device, deterministic)
+
+
+# Policy options that only mean something for continuous (Box) actions.
+CONTINUOUS_ONLY = (
+    "init_noise_std",
+    "noise_std_relative",
+    "log_std_min",
+    "log_std_max",
+    "rescale_actions",
+)
+
+
+def check_action_options(cfg: TrainConfig, action_space: gym.Space, env_id: str) -> None:
+    """A continuous-only policy option changed from its default on an env with discrete
+    actions would be silently ignored: a one-line ConfigError instead."""
+    if isinstance(action_space, gym.spaces.Box):
+        return
+    default = PolicyConfig()
+    changed = [
+        f"policy.{k} {getattr(cfg.policy, k)!r}"
+        for k in CONTINUOUS_ONLY
+        if getattr(cfg.policy, k) != getattr(default, k)
+    ]
+    if changed:
+        raise ConfigError(
+            f"{', '.join(changed)} only applies to continuous (Box) actions, and {env_id!r} has"
+            f" {action_space} actions: remove it"
+        )
 
 
 def check_external_env(env: VecEnv, cfg: TrainConfig, device: torch.device) -> None:

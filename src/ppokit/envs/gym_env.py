@@ -109,8 +109,12 @@ def vectorize(
         if vectorization == "async":
             return WorkerErrorsAsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
         return SerialVectorEnv(env_fns)
-    except gym.error.Error as e:
-        raise EnvError(f"cannot build environment {name!r}: {e}") from None
+    except (gym.error.Error, TypeError, ValueError) as e:
+        # gym.make re-raises a constructor's TypeError (an unknown env.kwargs key) with the kwargs
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EnvError(
+            f"cannot build environment {name!r}: {message}; check env.id and env.kwargs"
+        ) from None
 
 
 class WorkerErrorsAsyncVectorEnv(AsyncVectorEnv):
