@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from ppokit.cli import main
 from ppokit.errors import RunDirError
 from ppokit.rundir import RunLock
 from ppokit.trainer import Trainer
@@ -107,33 +108,40 @@ def test_a_new_run_into_a_finished_run_is_refused_and_overwrite_moves_it_aside(t
     assert len((run_dir / "metrics.csv").read_text().split()) == 1 + 4  # the new run's 4 rows
 
 
-def test_the_cli_refuses_and_overwrites(tmp_path):
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """`ppokit ARGS` in this process (what the command runs), its exit code and output."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_cli_refuses_and_overwrites(tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = ["train", *TINY_FLAGS, "--total_steps", "64", "--run-dir", str(run_dir)]
-    assert ppokit(*args, cwd=tmp_path).returncode == 0
-    proc = ppokit(*args, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+    assert cli(capsys, *args)[0] == 0
+    code, _, err = cli(capsys, *args)
+    assert code == 2
+    assert err.strip().splitlines() == [
         f"error: run directory {str(run_dir)!r} already holds a run; continue it with --resume"
         f" {run_dir}, replace it with --overwrite (the old run is moved aside, not deleted), or"
         " choose another --run-dir"
     ]
-    proc = ppokit(*args, "--overwrite", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "--overwrite: the old run in" in proc.stdout
+    code, out, err = cli(capsys, *args, "--overwrite")
+    assert code == 0, err
+    assert "--overwrite: the old run in" in out
     assert len(list(tmp_path.glob("run.old-*"))) == 1
 
 
-def test_resume_of_a_finished_run_says_there_is_nothing_to_do(tmp_path):
+def test_resume_of_a_finished_run_says_there_is_nothing_to_do(tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = ["train", *TINY_FLAGS, "--total_steps", "64", "--run-dir", str(run_dir)]
     args[args.index("--eval.episodes") + 1] = "1"
-    assert ppokit(*args, cwd=tmp_path).returncode == 0
+    assert cli(capsys, *args)[0] == 0
     rows = (run_dir / "metrics.csv").read_text()
     for total in ("64", "32"):  # the same length, or less than is done
-        proc = ppokit("train", "--resume", str(run_dir), "--total_steps", total, cwd=tmp_path)
-        assert proc.returncode == 2
-        assert "nothing left to train; extend it with --total_steps above 64" in proc.stderr
+        code, _, err = cli(capsys, "train", "--resume", str(run_dir), "--total_steps", total)
+        assert code == 2
+        assert "nothing left to train; extend it with --total_steps above 64" in err
     assert (run_dir / "metrics.csv").read_text() == rows  # no evaluation re-run, no row added
 
 
