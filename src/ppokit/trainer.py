@@ -499,6 +499,11 @@ class Trainer:
                     if self.sync.distributed:  # one collective per update: stop together, or not
                         self.stop_requested = self.sync.any(self._stop_pending)
         except Exception as e:  # a second Ctrl-C (KeyboardInterrupt) stops at once, unsaved
+            if self.sync.distributed:
+                # Saving needs every rank at the same collective, and the others are elsewhere
+                # (or gone): under torchrun a fault ends the run as it is, and the last periodic
+                # checkpoint stands (docs/reliability.md).
+                raise
             fault = e
         finally:
             restore_handlers(handlers)
@@ -556,7 +561,7 @@ class Trainer:
         saved = ""
         if phase == "update":
             saved = "the update in progress was not saved (the last checkpoint stands)"
-        elif self.is_main or self.sync.distributed:
+        else:
             try:
                 path = self.save_checkpoint(rollout=self._rollout_start)
                 saved = (
@@ -565,7 +570,7 @@ class Trainer:
                 )
             except Exception as e:  # a full disk: say so, the older checkpoints are intact
                 saved = f"the last complete update could not be saved: {e}"
-        log = faults.write_error_log(self.run_dir, fault, summary) if self.is_main else None
+        log = faults.write_error_log(self.run_dir, fault, summary)
         close = getattr(self.env, "abort", None) or getattr(self.env, "close", None)
         try:
             if close is not None:
