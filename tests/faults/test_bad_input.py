@@ -87,3 +87,11 @@ def test_a_read_only_run_dir(capsys, tmp_path):
         )
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+def test_debug_prints_the_traceback_too(capsys):
+    code = main([*BASE, "--device", "gpu", "--debug"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1].startswith("error: device 'gpu' is not a torch device")
