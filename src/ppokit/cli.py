@@ -133,6 +133,11 @@ def build_parser(shown: tuple[C.TrainConfig, str] | None = None) -> argparse.Arg
         prog="ppokit", description="PPO for continuous control and robotics.", allow_abbrev=False
     )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the full traceback of an error, not only its one-line message",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     shown_cfg, shown_from = shown if shown is not None else (None, "the built-in defaults")
     train = sub.add_parser(
@@ -156,6 +161,12 @@ def build_parser(shown: tuple[C.TrainConfig, str] | None = None) -> argparse.Arg
     )
     source.add_argument(
         "--run-dir", help="exact run directory to write (default: <log.root>/<name>)"
+    )
+    source.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train a new run into a --run-dir that holds one: the old run is moved aside to"
+        " <dir>.old-<time> (never deleted); without it such a directory is refused",
     )
     add_config_flags(train, shown_cfg)
     train.add_argument(
@@ -368,7 +379,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
         return print_config(cfg, note)
     if note:
         print(note, flush=True)
-    trainer = Trainer(cfg, run_dir=ns.run_dir, resume=ns.resume)
+    trainer = Trainer(cfg, run_dir=ns.run_dir, resume=ns.resume, overwrite=ns.overwrite)
     if not trainer.is_main:  # torchrun: rank 0 reports for every rank
         return 130 if trainer.train().interrupted else 0
     print(f"run directory: {trainer.run_dir}", flush=True)
@@ -481,6 +492,11 @@ def add_graph_parser(sub: argparse._SubParsersAction) -> None:
         help="override a node param (YAML value), e.g. --set trainer.total_steps=20000",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="when --out already holds a run, move it aside (to <out>.old-<time>) instead of refusing",
+    )
     add_env_map_flag(p)
     p = gsub.add_parser(
         "export",
@@ -742,13 +758,26 @@ def help_config(argv: Sequence[str]) -> tuple[C.TrainConfig, str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug anywhere on the line (`ppokit train --debug ...` as well as `ppokit --debug train`)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
         parser = build_parser(help_config(argv))
         ns = parser.parse_args(argv)
         return COMMANDS[ns.command](ns)
     except PPOKitError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        # Training handles Ctrl-C itself (it checkpoints); this is one before or after it.
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

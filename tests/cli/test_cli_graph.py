@@ -192,3 +192,15 @@ def test_ctrl_c_checkpoints_a_graph_run_and_skips_the_final_evaluation(tmp_path)
     assert "interrupted: checkpoint written to" in out and "eval: skipped (interrupted)" in out
     state = torch.load(tmp_path / "out" / "checkpoints" / "latest.pt", weights_only=False)
     assert state["global_step"] > 0 and not (tmp_path / "out" / "eval.json").exists()
+
+
+def test_a_graph_run_owns_its_out_dir_as_train_owns_its_run_dir(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["graph", "run", str(CARTPOLE), *TINY, "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert main(args) == 2  # a second run into it is refused, not mixed into the first
+    assert "already holds a run; replace it with `ppokit graph run ... --overwrite`" in (
+        capsys.readouterr().err
+    )
+    assert main([*args, "--overwrite"]) == 0
+    assert len(list(tmp_path.glob("run.old-*"))) == 1 and (out / "eval.json").is_file()

@@ -58,7 +58,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if ns.seed is not None:
         graph.settings["seed"] = ns.seed
     program = build_program(graph)
-    result = run_program(program, ns.out, ns.device, ns.quiet)
+    result = run_program(program, ns.out, ns.device, ns.quiet, ns.overwrite)
     for line in format_results(result.results):
         print(line)
     print(f"output directory: {result.out_dir}")

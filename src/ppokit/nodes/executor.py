@@ -47,7 +47,9 @@ def run_program(
     out_dir: str | Path | None = None,
     device: str | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
+    """Run the program into `out_dir`; `overwrite`: move a run already there aside."""
     graph = program.graph
     out = (
         Path(out_dir)
@@ -55,6 +57,7 @@ def run_program(
         else new_run_dir("runs", graph.name, program.analysis.settings["seed"])
     )
     namespace = load_program(program)
+    rt.set_overwrite(overwrite)
     # Ctrl-C / SIGTERM: trainers end after their update and write their checkpoint (main thread)
     handlers = install_stop_handlers(rt.request_stop)
     try:

@@ -33,6 +33,7 @@ from ppokit.config import TrainConfig, to_dict
 from ppokit.device import resolve_device, seed_everything, set_threads
 from ppokit.envs.base import StepResult
 from ppokit.episodes import EpisodeTracker
+from ppokit.errors import RunDirError
 from ppokit.logging import RunLogger, check_wandb
 from ppokit.nn.actor_critic import ActorCritic
 from ppokit.nn.memory import reset_states
@@ -76,6 +77,31 @@ def request_stop(*_: Any) -> None:
 
 def interrupted() -> bool:
     return bool(_state["stop"])
+
+
+def set_overwrite(overwrite: bool) -> None:
+    """`graph run --overwrite`: a run directory that holds a run is moved aside, not refused."""
+    _state["overwrite"] = overwrite
+
+
+def claim(run_dir: Path, cfg: TrainConfig) -> Any:
+    """Own `run_dir` (one owner per run dir, as `ppokit train`), refuse to write over a run in
+    it unless --overwrite, and write its config; returns the lock."""
+    try:
+        lock, moved = prepare_run_dir(
+            run_dir, cfg, True, _state.get("overwrite", False), "graph run"
+        )
+    except RunDirError as e:
+        if "already holds a run" not in str(e):
+            raise  # another process owns it: its own message says which
+        raise RunDirError(
+            f"run directory {str(run_dir)!r} already holds a run; replace it with `ppokit graph"
+            " run ... --overwrite` (the old run is moved aside, not deleted), continue it with"
+            f" `ppokit train --resume {run_dir}`, or choose another --out"
+        ) from None
+    if moved is not None and not _state["quiet"]:
+        print(f"--overwrite: the old run in {run_dir} was moved to {moved}", flush=True)
+    return lock
 
 
 def run_dir_of(out_dir: Path, trainer: str, trainers: int) -> Path:
@@ -339,9 +365,10 @@ class NodeTrainer:
         # metrics.csv and TensorBoard (RunLogger), checkpoints/ (update_N.pt, latest.pt), eval.json.
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.logger: RunLogger | None = None
+        self.lock: Any = None
         if self.run_dir is not None:
             check_wandb(cfg.log)  # a missing wandb or API key: one line, before files are written
-            prepare_run_dir(self.run_dir, cfg)
+            self.lock = claim(self.run_dir, cfg)
             names = metric_names(self.ppo, False, evaluated)
             self.logger = RunLogger(self.run_dir, cfg.log, to_dict(cfg), self.run_dir.name, names)
         self.t_update_end = time.perf_counter()
@@ -434,6 +461,9 @@ class NodeTrainer:
         if self.logger is not None:
             self.logger.close()
             self.logger = None
+        if self.lock is not None:  # the run directory's ownership (ppokit.rundir)
+            self.lock.release()
+            self.lock = None
 
     def summary(self) -> dict:
         return {
