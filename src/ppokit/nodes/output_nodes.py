@@ -142,6 +142,25 @@ class EvaluateNode(Node):
         e.final(f"results[{literal(self.id)}] = {result}")
 
 
+def _check_output_path(ctx: InferContext, path: str, what: str) -> None:
+    """An output file that cannot be written is a validation error, found before training
+    rather than after it. A relative path lands in the run's output directory, which the run
+    claims (and checks) before training starts; an absolute one is checked here."""
+    from pathlib import Path
+
+    from ppokit.errors import OutputError
+    from ppokit.outputs import output_file
+
+    if not path.strip():
+        ctx.error("params.path", "not_writable", f"{what} path is empty; give a file name")
+        return
+    if Path(path).is_absolute():
+        try:
+            output_file(path, what)
+        except OutputError as e:
+            ctx.error("params.path", "not_writable", str(e))
+
+
 @register
 class SaveCheckpointNode(Node):
     spec = NodeSpec(
@@ -175,6 +194,7 @@ class SaveCheckpointNode(Node):
             )
             return
         self.trainer = trainer
+        _check_output_path(ctx, self.params["path"], "checkpoint")
 
     def emit(self, e: Emitter) -> None:
         state = _checkpoint_state(e, self.trainer)
@@ -222,6 +242,7 @@ class ExportPolicyNode(Node):
             )
             return
         self.trainer = trainer
+        _check_output_path(ctx, self.params["path"], f"{self.params['format']} export")
 
     def emit(self, e: Emitter) -> None:
         state = _checkpoint_state(e, self.trainer)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import yaml
 
 import ppokit_test_envs
@@ -64,3 +65,46 @@ def test_wandb_when_asked(tiny_graph, tmp_path, monkeypatch):
     g["nodes"]["trainer"]["params"].update(wandb=True, wandb_mode="offline")
     result = run_graph(g, out_dir=tmp_path / "run", quiet=True)
     assert (result.out_dir / "wandb").is_dir()
+
+
+def test_validate_refuses_an_output_path_that_cannot_be_written(tiny_graph, tmp_path):
+    """Found before training, not after it: an absolute path under a file (not a folder)."""
+    from ppokit.nodes.graph import from_native
+    from ppokit.nodes.program import validate_graph
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    g = tiny_graph()
+    g["nodes"]["save"] = {
+        "type": "SaveCheckpointNode",
+        "inputs": {"model": "agent.model"},
+        "params": {"path": str(blocker / "ckpt.pt")},
+    }
+    issues = validate_graph(from_native(g))
+    (issue,) = [i for i in issues if i.code == "not_writable"]
+    assert issue.node == "save" and "is a file, not a directory" in issue.message
+
+
+def test_a_failed_output_node_leaves_the_trained_model_in_the_run_dir(
+    tiny_graph, tmp_path, monkeypatch
+):
+    """An output node that fails after training (the disk filled up meanwhile): the run's own
+    checkpoints/latest.pt holds the trained model."""
+    from ppokit.errors import OutputError
+    from ppokit.nodes import runtime
+    from ppokit.nodes.errors import GraphRunError
+
+    def failing_save(path, state):
+        raise OutputError(f"cannot write checkpoint {str(path)!r}: No space left on device")
+
+    monkeypatch.setattr(runtime, "save_checkpoint", failing_save)
+    g = tiny_graph()
+    g["nodes"]["save"] = {
+        "type": "SaveCheckpointNode",
+        "inputs": {"model": "agent.model"},
+        "params": {"path": "model.pt"},
+    }
+    with pytest.raises(GraphRunError, match="failed after the last tick: .*No space left"):
+        run_graph(g, out_dir=tmp_path / "run", quiet=True)
+    state = load_checkpoint(tmp_path / "run")
+    assert state["ppo"]["updates"] == 2 and state["global_step"] == 64
