@@ -1,6 +1,6 @@
 # Two commands a new user needs: `make train` and `make test`. Both create .venv on first use.
 # `make train` installs torch and ppokit's core (train, eval, checkpoints); `make test` adds the
-# `dev` extra (every optional feature, pytest, ruff); `make install EXTRAS=onnx,video` installs the
+# `dev` extra (every optional feature, pytest, ruff, the studio and its browser tests' chromium); `make install EXTRAS=onnx,video` installs the
 # extras named (pyproject.toml lists them; README.md has the table).
 PYTHON ?= python3
 VENV ?= .venv
@@ -28,12 +28,15 @@ stamp = $(VENV)/.installed-$(or $(subst $(comma),-,$(strip $(1))),core)
 # the llvmpipe software rasterizer. Installed with apt-get when missing and we are root on a
 # Debian-like system; otherwise a note says what to install (everything else still works).
 MESA_PKGS ?= libegl1 libegl-mesa0 libgl1-mesa-dri
+# The studio's browser tests (extras `studio`, `dev`): Debian's chromium, which Playwright drives
+# (no browser download); without it those tests are skipped, saying why.
+BROWSER_PKGS ?= chromium
 # The PostgreSQL server the `tune` tests start (initdb/pg_ctl in a temporary folder) to serve a
 # study to several workers, as several machines would share one: installed the same way with the
 # extras that test `ppokit tune` (tune, dev, all). `ppokit tune` itself needs no server.
 PG_PKGS ?= postgresql
 
-.PHONY: install system-deps system-deps-pg train test test-isa lint bench clean
+.PHONY: install system-deps system-deps-browser system-deps-pg train test test-isa lint bench clean
 
 install: $(call stamp,$(EXTRAS))
 
@@ -47,6 +50,17 @@ system-deps:
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(MESA_PKGS) >/dev/null; \
 	else \
 		echo "note: Mesa EGL not found; install $(MESA_PKGS) (Debian) for headless video recording"; \
+	fi
+
+system-deps-browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the studio's browser tests: $(BROWSER_PKGS)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(BROWSER_PKGS) >/dev/null; \
+	else \
+		echo "note: chromium not found; install $(BROWSER_PKGS) (Debian) for the studio's browser tests"; \
 	fi
 
 system-deps-pg:
@@ -67,9 +81,10 @@ $(TORCH_STAMP):
 	touch $@
 
 # `-e .` for the core, `-e ".[a,b]"` for .installed-a-b; Mesa's EGL with the extras that record
-# videos, PostgreSQL with those that test ppokit tune.
+# videos, chromium with those that test the studio, PostgreSQL with those that test ppokit tune.
 $(VENV)/.installed-%: pyproject.toml $(TORCH_STAMP)
 	@$(if $(filter video dev all,$(subst -, ,$*)),$(MAKE) --no-print-directory system-deps,:)
+	@$(if $(filter studio dev all,$(subst -, ,$*)),$(MAKE) --no-print-directory system-deps-browser,:)
 	@$(if $(filter tune dev all,$(subst -, ,$*)),$(MAKE) --no-print-directory system-deps-pg,:)
 	$(BIN)/python -m pip install --quiet -e $(if $(filter core,$*),.,".[$(subst -,$(comma),$*)]")
 	touch $@

@@ -95,6 +95,13 @@ def fingerprint(preset: str, overrides: dict, evaluate: bool = False) -> dict:
         returns = None
         if evaluate:
             returns = [trainer.evaluate(2, deterministic=d)["returns"] for d in (True, False)]
+    # The schedule's stretch (set only when a resume changed the run's length; 0 and 0.0 in
+    # these runs) is left out, so fingerprints compare with those taken before it existed.
+    schedule = state["schedule"]
+    if schedule.get("start_update") == 0 and schedule.get("start_progress") == 0.0:
+        state["schedule"] = {
+            k: v for k, v in schedule.items() if k not in ("start_update", "start_progress")
+        }
     model, full = hashlib.sha256(), hashlib.sha256()
     _hash_state(state["model"], model)
     _hash_state(state, full)

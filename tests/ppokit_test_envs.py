@@ -148,3 +148,59 @@ class DictObs(gym.Env):
 
 
 _register(DICT_OBS, DictObs, max_episode_steps=DICT_OBS_MAX_STEPS)
+
+
+FAULTY = "ppokit-test/Faulty-v0"
+
+
+class Faulty(gym.Env):
+    """A well-behaved 3-dim env until step ``at`` of the env whose first seed is ``seed_of``
+    (env index 1 of a vector reset with seed s is seeded s + 1), which then misbehaves as
+    ``fault`` says: ``nan_obs``, ``inf_reward``, ``raise`` (ValueError), ``wrong_shape`` (an
+    observation of 2 numbers), ``wrong_dtype`` (strings), ``slow`` (each step sleeps
+    ``seconds``), ``hang`` (the step sleeps ``seconds``, long). Steps count over episodes."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, fault: str = "none", at: int = 10, seed_of: int | None = None,
+                 seconds: float = 3600.0) -> None:  # fmt: skip
+        self.observation_space = gym.spaces.Box(-10.0, 10.0, (3,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.fault, self.at, self.seed_of, self.seconds = fault, at, seed_of, seconds
+        self.first_seed: int | None = None
+        self.steps = 0
+        self.x = np.zeros(3, dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None and self.first_seed is None:
+            self.first_seed = seed
+        self.x = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        return self.x.copy(), {}
+
+    def step(self, action):
+        import time
+
+        self.steps += 1
+        self.x = np.clip(self.x + 0.1 * float(np.asarray(action).ravel()[0]), -10, 10)
+        obs, reward = self.x.copy(), float(-np.square(self.x).sum())
+        mine = self.seed_of is None or self.seed_of == self.first_seed
+        if self.fault == "slow":
+            time.sleep(self.seconds)
+        elif mine and self.steps >= self.at:
+            if self.fault == "nan_obs":
+                obs[1] = np.nan
+            elif self.fault == "inf_reward":
+                reward = float("inf")
+            elif self.fault == "raise":
+                raise ValueError(f"simulated physics blew up at step {self.steps}")
+            elif self.fault == "wrong_shape":
+                obs = obs[:2]
+            elif self.fault == "wrong_dtype":
+                obs = np.array(["a", "b", "c"])
+            elif self.fault == "hang":
+                time.sleep(self.seconds)
+        return obs, reward, False, False, {}
+
+
+_register(FAULTY, Faulty, max_episode_steps=50)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,33 +12,70 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppokit.errors import CheckpointError
+from ppokit.errors import CheckpointError, OutputError
 
 FORMAT = "ppokit-checkpoint"
 VERSION = 1
 LATEST = "latest.pt"
 
 
-def save_atomic(obj: Any, path: Path) -> None:
+def save_atomic(obj: Any, path: Path, also: Path | None = None) -> None:
     """torch.save to a temp file in the same directory, fsync, then rename over `path`.
 
     A kill at any moment leaves either the old file or the new one, never a truncated one.
+    `also` gets the same checkpoint (a hard link to the one write, a copy where the filesystem
+    has no links) and is renamed into place *before* `path`: `also` is latest.pt, so a kill
+    between the two renames leaves latest.pt the newer one, never unused. A failed write (a full
+    disk, a read-only folder) is an OutputError naming the path and the free space; the files
+    written before stay untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its files are mode 0600, which the rename would give the checkpoint.
-    # os.open with 0o666 lets the umask decide, as a plain torch.save(obj, path) would.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _write_error(path, e) from None
+    tmp = _temp_name(path)
+    tmp_also = _temp_name(also) if also is not None else None
+    try:
+        # Not tempfile.mkstemp: its files are mode 0600, which the rename would give the
+        # checkpoint. os.open with 0o666 lets the umask decide, as a plain torch.save would.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if also is not None:
+            try:
+                os.link(tmp, tmp_also)
+            except OSError:  # no hard links here: a second write
+                shutil.copyfile(tmp, tmp_also)
+            os.replace(tmp_also, also)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        for t in (tmp, tmp_also):
+            if t is not None:
+                Path(t).unlink(missing_ok=True)
+        # torch.save reports a full disk as RuntimeError("[enforce fail at inline_container...").
+        if isinstance(e, (OSError, RuntimeError)):
+            raise _write_error(path, e) from None
         raise
+
+
+def _temp_name(path: Path) -> Path:
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+
+
+def _write_error(path: Path, e: BaseException) -> OutputError:
+    """One line: which file could not be written, why, and how much room its disk has left."""
+    from ppokit.outputs import free_space
+
+    reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:120]
+    if isinstance(e, RuntimeError) and "enforce fail" in str(e):
+        reason = "the write failed (disk full?)"
+    return OutputError(
+        f"cannot write checkpoint {str(path)!r}: {reason} ({free_space(path.parent)}); the"
+        " checkpoints written before it are intact"
+    )
 
 
 def training_state(cfg: Any, ppo: Any, global_step: int, episodes: Any) -> dict:

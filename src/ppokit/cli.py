@@ -133,6 +133,11 @@ def build_parser(shown: tuple[C.TrainConfig, str] | None = None) -> argparse.Arg
         prog="ppokit", description="PPO for continuous control and robotics.", allow_abbrev=False
     )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the full traceback of an error, not only its one-line message",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     shown_cfg, shown_from = shown if shown is not None else (None, "the built-in defaults")
     train = sub.add_parser(
@@ -157,6 +162,12 @@ def build_parser(shown: tuple[C.TrainConfig, str] | None = None) -> argparse.Arg
     source.add_argument(
         "--run-dir", help="exact run directory to write (default: <log.root>/<name>)"
     )
+    source.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train a new run into a --run-dir that holds one: the old run is moved aside to"
+        " <dir>.old-<time> (never deleted); without it such a directory is refused",
+    )
     add_config_flags(train, shown_cfg)
     train.add_argument(
         "--wandb",
@@ -171,6 +182,7 @@ def build_parser(shown: tuple[C.TrainConfig, str] | None = None) -> argparse.Arg
     add_plot_parser(sub)
     add_export_parser(sub)
     add_graph_parser(sub)
+    add_studio_parser(sub)
     add_bench_parser(sub)
     add_tune_parser(sub)
     add_check_env_parser(sub)
@@ -368,7 +380,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
         return print_config(cfg, note)
     if note:
         print(note, flush=True)
-    trainer = Trainer(cfg, run_dir=ns.run_dir, resume=ns.resume)
+    trainer = Trainer(cfg, run_dir=ns.run_dir, resume=ns.resume, overwrite=ns.overwrite)
     if not trainer.is_main:  # torchrun: rank 0 reports for every rank
         return 130 if trainer.train().interrupted else 0
     print(f"run directory: {trainer.run_dir}", flush=True)
@@ -462,6 +474,7 @@ def add_graph_parser(sub: argparse._SubParsersAction) -> None:
         "validate", help="check a graph and report every problem", allow_abbrev=False
     )
     p.add_argument("graph", metavar="GRAPH", help="graph file (.json)")
+    add_env_map_flag(p)
     p = gsub.add_parser(
         "run",
         help="run a graph",
@@ -480,6 +493,12 @@ def add_graph_parser(sub: argparse._SubParsersAction) -> None:
         help="override a node param (YAML value), e.g. --set trainer.total_steps=20000",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="when --out already holds a run, move it aside (to <out>.old-<time>) instead of refusing",
+    )
+    add_env_map_flag(p)
     p = gsub.add_parser(
         "export",
         help="write a graph as a standalone Python script (or as native JSON)",
@@ -490,7 +509,13 @@ def add_graph_parser(sub: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
     )
     p.add_argument("graph", metavar="GRAPH", help="graph file (.json)")
-    p.add_argument("-o", "--out", required=True, help="output file: .py (script) or .json (graph)")
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="output file: .py (script), .json (native graph) or .comfyui.json (a ComfyUI workflow)",
+    )
+    add_env_map_flag(p)
     p = gsub.add_parser(
         "nodes",
         help="list node types, or describe one",
@@ -504,6 +529,89 @@ def add_graph_parser(sub: argparse._SubParsersAction) -> None:
         "--comfyui", action="store_true", help="ComfyUI node definitions (/object_info JSON)"
     )
     fmt.add_argument("--markdown", action="store_true", help="the reference (docs/nodes.md)")
+
+
+def env_map_item(text: str) -> tuple[str, str]:
+    """--env-map NAME=ENV_ID (parsed here: the studio's start-up imports no node module)."""
+    name, sep, env_id = text.partition("=")
+    if not sep or not name.strip() or not env_id.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=ENV_ID, e.g. IsaacGymCartpole=CartPole-v1"
+        )
+    return name.strip(), env_id.strip()
+
+
+def add_env_map_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--env-map",
+        action="append",
+        default=[],
+        type=env_map_item,
+        metavar="NAME=ENV_ID",
+        help="run a workflow's env NAME as the Gymnasium env ENV_ID (simulators ppokit does not"
+        " ship), e.g. --env-map IsaacGymCartpole=CartPole-v1",
+    )
+
+
+def add_studio_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "studio",
+        help="the ComfyUI editor for node graphs, backed by ppokit (needs ppokit[studio])",
+        description=(
+            "Serve the ComfyUI web editor with ppokit's nodes: draw or open a graph (the examples"
+            " are templates), press Run, and watch progress and learning curves on the nodes."
+            " Each queued workflow runs as `ppokit graph run` does, in a worker process, into a"
+            " run directory under --runs. docs/studio.md explains it."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8188, help="port (default: 8188)")
+    p.add_argument(
+        "--listen",
+        nargs="?",
+        const="0.0.0.0",
+        metavar="ADDR",
+        help="bind ADDR (default 0.0.0.0: every interface) instead of loopback; anyone who can"
+        " reach it can run code-free but CPU-heavy jobs and read its runs' images",
+    )
+    p.add_argument(
+        "--user-dir",
+        default="studio",
+        help="folder of the editor's settings and saved workflows (<dir>/workflows; default: studio)",
+    )
+    p.add_argument(
+        "--runs",
+        default="runs/studio",
+        help="folder of the runs' directories (default: runs/studio)",
+    )
+    p.add_argument(
+        "--curve-every",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between learning-curve images on a trainer node (default: 5)",
+    )
+    add_env_map_flag(p)
+
+
+def cmd_studio(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ppokit.extras import require
+
+    require("aiohttp", "studio", "ppokit studio")
+    from ppokit.studio.server import serve
+
+    host = ns.listen or ns.host
+    if ns.listen:
+        print(
+            f"warning: --listen binds {host}: anyone who can reach this machine's port {ns.port}"
+            " can queue runs and read their curves; there is no login",
+            file=sys.stderr,
+        )
+    serve(host, ns.port, Path(ns.user_dir), Path(ns.runs), dict(ns.env_map), ns.curve_every)
+    return 0
 
 
 def cmd_graph(ns: argparse.Namespace) -> int:
@@ -820,6 +928,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "export": cmd_export,
     "graph": cmd_graph,
+    "studio": cmd_studio,
     "check-env": cmd_check_env,
     "tune": cmd_tune,
 }
@@ -845,13 +954,26 @@ def help_config(argv: Sequence[str]) -> tuple[C.TrainConfig, str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug anywhere on the line (`ppokit train --debug ...` as well as `ppokit --debug train`)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
         parser = build_parser(help_config(argv))
         ns = parser.parse_args(argv)
         return COMMANDS[ns.command](ns)
     except PPOKitError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        # Training handles Ctrl-C itself (it checkpoints); this is one before or after it.
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -100,6 +100,12 @@ class EnvConfig:
         "the time limit is part of the task: treat truncation as termination (no bootstrap"
         " from the value of the final observation; docs/gpu.md)",
     )
+    step_timeout: float = opt(
+        300.0,
+        "seconds one vector step may take before training stops with an error naming the env"
+        " (a hung env); 0: no limit",
+        ge=0,
+    )
 
 
 @dataclass
@@ -647,6 +653,13 @@ def load_yaml(path: Path) -> dict:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"config file {str(path)!r} is a directory; give a YAML file (e.g. a run's config.yaml)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or "not a text file"
+        raise ConfigError(f"cannot read config file {str(path)!r}: {reason}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

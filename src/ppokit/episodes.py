@@ -82,6 +82,9 @@ class EpisodeTracker:
             "returns": list(self.returns),
             "lengths": list(self.lengths),
             "total_episodes": self.total_episodes,
+            # the unfinished episode of each env, which a resume that restores the envs goes on
+            "partial_return": self.partial_return.cpu(),
+            "partial_length": self.partial_length.cpu(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -90,3 +93,6 @@ class EpisodeTracker:
         self.returns.extend(state["returns"])
         self.lengths.extend(state["lengths"])
         self.total_episodes = int(state["total_episodes"])
+        if "partial_return" in state and state["partial_return"].shape == self.partial_return.shape:
+            self.partial_return.copy_(state["partial_return"])
+            self.partial_length.copy_(state["partial_length"])

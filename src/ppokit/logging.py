@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ppokit.config import LogConfig
+from ppokit.outputs import write_error
 
 
 class CSVWriter:
     """metrics.csv with one row per update, its columns in the order declared up front (a run's
-    episode metrics appear after its first rows, but their column is there from the start). A key
-    nobody declared (a user callback's metric) adds a column: the file is rewritten then."""
+    episode metrics appear after its first rows, but their column is there from the start).
+
+    Rows are only ever appended. Two changes rewrite the file, both as a new file renamed over
+    the old one, so a fault leaves the old file or the new one and never a truncated one: a key
+    nobody declared (a user callback's metric) adds a column, and a resume drops the rows written
+    after its checkpoint (`drop_after`)."""
 
     def __init__(self, path: Path, columns: list[str] | None = None) -> None:
         self.path = path
@@ -24,23 +30,47 @@ class CSVWriter:
                 self.columns = next(csv.reader(f), [])
         if not self.columns and columns:
             self.columns = list(columns)
-            with self.path.open("w", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.columns).writeheader()
+            self._replace([])
+
+    def _rows(self) -> list[dict[str, str]]:
+        if not self.path.exists() or not self.columns:
+            return []
+        with self.path.open() as f:
+            return list(csv.DictReader(f))
+
+    def _replace(self, rows: list[dict[str, Any]]) -> None:
+        """Write header and `rows` to a temp file and rename it over metrics.csv."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.columns)
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise write_error(self.path, "metrics", e) from None
+
+    def drop_after(self, step: int) -> int:
+        """Remove the rows of steps after `step` (written after the checkpoint a run resumes
+        from, so each step appears once); returns how many were dropped."""
+        rows = self._rows()
+        kept = [r for r in rows if not r.get("global_step") or int(r["global_step"]) <= step]
+        if len(kept) != len(rows):
+            self._replace(kept)
+        return len(rows) - len(kept)
 
     def write(self, row: dict[str, Any]) -> None:
         new = [k for k in row if k not in self.columns]
         if new:
-            rows = []
-            if self.path.exists() and self.columns:
-                with self.path.open() as f:
-                    rows = list(csv.DictReader(f))
+            rows = self._rows()
             self.columns += new
-            with self.path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self.columns)
-                writer.writeheader()
-                writer.writerows(rows)
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns).writerow(row)
+            self._replace(rows)
+        try:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writerow(row)
+        except OSError as e:
+            raise write_error(self.path, "metrics", e) from None
 
 
 class Progress:
@@ -97,13 +127,19 @@ class RunLogger:
         config_dict: dict,
         run_name: str,
         metric_names: list[str] | None = None,
+        resume_step: int | None = None,
     ) -> None:
+        """`resume_step`: the step of the checkpoint a resumed run continues from; what was
+        logged after it (by the interrupted process) is dropped, so each step appears once."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = run_dir
-        self.tb = SummaryWriter(log_dir=str(run_dir))
+        purge = None if resume_step is None else resume_step + 1
+        self.tb = SummaryWriter(log_dir=str(run_dir), purge_step=purge)
         columns = ["global_step", *metric_names] if metric_names else None
         self.csv = CSVWriter(run_dir / "metrics.csv", columns)
+        if resume_step is not None:
+            self.csv.drop_after(resume_step)
         self.wandb_run = None
         if cfg.wandb and cfg.wandb_mode != "disabled":
             from ppokit.extras import require

@@ -5,6 +5,7 @@ the output is written) creates the missing folders."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -52,12 +53,35 @@ def make_dir(folder: Path, what: str) -> Path:
 
 
 def write_text(path: Path, text: str, what: str) -> None:
-    """Write a text file (creating its folder), turning OS errors into OutputError."""
-    make_dir(Path(path).parent, what)
+    """Write a text file atomically (temp file + rename; its folder created), turning OS errors
+    into an OutputError that names the path and the free space."""
+    path = Path(path)
+    make_dir(path.parent, what)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        Path(path).write_text(text)
+        tmp.write_text(text)
+        os.replace(tmp, path)
     except OSError as e:
-        raise OutputError(f"cannot write {what} {str(path)!r}: {e.strerror or e}") from None
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, what, e) from None
+
+
+def free_space(folder: Path) -> str:
+    """'N MB free on <folder>' (or why that is unknown), for messages about failed writes."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return f"{shutil.disk_usage(folder).free / 1e6:,.1f} MB free on {folder}"
+    except OSError:
+        return f"free space on {folder} unknown"
+
+
+def write_error(path: Path, what: str, e: OSError) -> OutputError:
+    """The one-line OutputError for an OSError writing `path`."""
+    return OutputError(
+        f"cannot write {what} {str(path)!r}: {e.strerror or e} ({free_space(Path(path).parent)})"
+    )
 
 
 def new_run_dir(root: str | Path, label: str, seed: int) -> Path:

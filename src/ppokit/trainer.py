@@ -11,6 +11,7 @@ import math
 import signal
 import threading
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +21,15 @@ import gymnasium as gym
 import torch
 
 from ppokit import checkpoint as ckpt
-from ppokit import distributed
+from ppokit import distributed, faults
 from ppokit.algo.ppo import PPO
 from ppokit.config import (
     EnvConfig,
+    PolicyConfig,
     TrainConfig,
+    config_yaml,
     from_dict,
     load_preset,
-    save_config,
     to_dict,
     validate,
 )
@@ -35,11 +37,20 @@ from ppokit.device import resolve_device, seed_everything, set_threads
 from ppokit.envs import VecEnv, make_env
 from ppokit.envs.external import adapt_external_env
 from ppokit.episodes import EpisodeTracker
-from ppokit.errors import CheckpointError, ConfigError, EnvError
+from ppokit.errors import (
+    CheckpointError,
+    ConfigError,
+    EnvError,
+    EnvStateUnsupported,
+    TrainingStopped,
+)
 from ppokit.evaluate import evaluate_model
+from ppokit.faults import StepWatchdog
 from ppokit.logging import Progress, RunLogger, check_wandb
 from ppokit.nn.actor_critic import ActorCritic
-from ppokit.outputs import new_run_dir
+from ppokit.observations import Obs
+from ppokit.outputs import make_dir, new_run_dir, write_text
+from ppokit.rundir import RunLock, claim_run_dir
 
 # Config fields that must match to resume: they define the shapes and meaning of saved state.
 RESUME_MUST_MATCH = ("env.id", "policy", "algo.optimizer")
@@ -89,6 +100,7 @@ class Trainer:
         resume: str | Path | None = None,
         callbacks: list[Callback] | None = None,
         env: VecEnv | gym.Env | gym.vector.VectorEnv | Callable[[], gym.Env] | None = None,
+        overwrite: bool = False,
     ) -> None:
         validate(cfg)  # however it was made (file, flags, by hand): the schema's checks
         check_wandb(cfg.log)  # a missing wandb or API key: one line, before anything is written
@@ -122,6 +134,7 @@ class Trainer:
             if self.eval_env is None and cfg.eval.episodes > 0 and self.sync.is_main:
                 print(f"final evaluation will be skipped: {self.no_eval}", flush=True)
         self.external_env = self.eval_env is None
+        check_action_options(cfg, self.env.action_space, self.env_id())
         self.model = ActorCritic(
             self.env.observation_space,
             self.env.action_space,
@@ -140,21 +153,57 @@ class Trainer:
             cfg.env.num_envs * world, cfg.log.episode_window, self.device
         )
         self.global_step = 0
+        # The observation, memory, RNG and env state at the start of the rollout in progress: a
+        # stop before the rollout completes saves these with the last complete update.
+        self._rollout_start: dict | None = None
+        self.env_unsaved: str | None = "a new run"  # why the envs were not restored (resume)
+        self._obs: Obs | None = None  # the observation the next rollout starts from
+        self._watchdog = StepWatchdog(0)  # train() arms it with env.step_timeout
+        self.resumed = state is not None
         if state is not None:
             self._load_state(state)
-            self.run_dir = Path(run_dir) if run_dir else Path(state["path"]).resolve().parent.parent
+            from_dir = Path(state["path"]).resolve().parent.parent
+            self.run_dir = Path(run_dir) if run_dir else from_dir
         else:
             self.run_dir = Path(run_dir) if run_dir else default_run_dir(cfg, run_name)
         # Every rank takes rank 0's run directory (a default name holds rank 0's clock time).
         self.run_dir = Path(self.sync.broadcast_object(str(self.run_dir)))
+        self.lock: RunLock | None = None
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "checkpoints").mkdir(exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+            self._claim_run_dir(state, overwrite)
         self.logger: RunLogger | None = None
         self.stop_requested = False
         self._stop_pending = False  # distributed: asked on this rank, not yet agreed on
         self.stop_reason: str | None = None  # set by stop_training (early stop, callbacks)
+
+    def _claim_run_dir(self, state: dict | None, overwrite: bool) -> None:
+        """Lock the run directory for this process (one owner per run dir), refuse to write a
+        new run over an old one (unless `overwrite`: moved aside), write the config."""
+        resuming_here = (
+            state is not None
+            and self.run_dir.resolve() == Path(state["path"]).resolve().parent.parent
+        )
+        self.lock, moved = prepare_run_dir(
+            self.run_dir, self.cfg, not resuming_here, overwrite, "resume" if state else "training"
+        )
+        if moved is not None:
+            self.say(f"--overwrite: the old run in {self.run_dir} was moved to {moved}")
+
+    def check_resume_left(self) -> None:
+        """A resume must have something left to do: updates, or the final evaluation."""
+        run_dir = self.run_dir
+        evaluated = (run_dir / "eval.json").exists() or self.cfg.eval.episodes == 0
+        if self.ppo.updates >= self.total_updates and evaluated:
+            raise ConfigError(
+                f"the run already has {self.global_step:,} steps and total_steps is"
+                f" {self.cfg.total_steps:,}: nothing left to train; extend it with --total_steps"
+                f" above {self.global_step:,}, or evaluate it with `ppokit eval {run_dir}`"
+            )
+
+    def release(self) -> None:
+        """Give up the run directory (its lock); the end of train() does it."""
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def is_main(self) -> bool:
@@ -162,13 +211,36 @@ class Trainer:
         return self.sync.is_main
 
     # --- state ----------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """The checkpoint; under torchrun every rank must call it (RNG states are gathered)."""
+    def state_dict(self, rollout: dict | None = None) -> dict:
+        """The checkpoint; under torchrun every rank must call it (RNG states are gathered).
+
+        Besides the learner it holds where the envs are (`rollout`: the observation, the
+        policy's memory, the RNG streams and the env state, at an update boundary), so a
+        resume continues the very episodes in progress. `rollout` defaults to now; a stop in the
+        middle of a rollout passes the state saved at its start."""
+        rollout = rollout if rollout is not None else self.rollout_state(None)
         state = ckpt.training_state(self.cfg, self.ppo, self.global_step, self.episodes)
+        state["rng"] = rollout["rng"]
         state["best_eval"] = {"result": self.best_eval, "evals_since": self.evals_since_best}
         if self.sync.distributed:  # each rank's RNG streams, so every rank resumes exactly
             state["rng_ranks"] = self.sync.gather_object(state["rng"])
+            state["rollout_ranks"] = self.sync.gather_object(_to_cpu(rollout))
+        else:
+            state["rollout"] = _to_cpu(rollout)
         return state
+
+    def rollout_state(self, obs: Any) -> dict:
+        """The observation `obs` (None: the one the next rollout starts from), memory, RNG
+        streams and env state, now. `env` is None, with the reason in `env_unsaved`, when the
+        env cannot save its state (async subprocess envs, external simulators)."""
+        env_state, unsaved = capture_env_state(self.env)
+        return {
+            "obs": _clone(obs if obs is not None else self._obs),
+            "memory": self.ppo.memory_state.clone(),
+            "rng": ckpt.rng_state(),
+            "env": env_state,
+            "env_unsaved": unsaved,
+        }
 
     def _load_state(self, state: dict) -> None:
         spaces = {
@@ -180,49 +252,71 @@ class Trainer:
                 f"cannot resume: the checkpoint's spaces {state['spaces']} differ from the env's {spaces}"
             )
         self.ppo.load_state_dict(state["ppo"])
-        # The LR schedule spans this config's run length: a resume that extends total_steps must
-        # not keep the saved horizon (a linear schedule would sit at LR 0 for the extension).
-        self.ppo.schedule.total_updates = max(1, self.total_updates)
+        # A resume with another total_steps stretches what is left of the LR schedule over the
+        # updates now left, so the LR goes on from where it was (LRSchedule.extend).
+        self.ppo.schedule.extend(self.ppo.updates, self.total_updates)
         self.global_step = int(state["global_step"])
         self.episodes.load_state_dict(state["episodes"])
         best = state.get("best_eval") or {}
         self.best_eval, self.evals_since_best = best.get("result"), best.get("evals_since", 0)
         ranks = state.get("rng_ranks")
-        if ranks is not None and len(ranks) == self.sync.world_size:
+        rollouts = state.get("rollout_ranks")
+        same_world = ranks is not None and len(ranks) == self.sync.world_size
+        if same_world:
             ckpt.set_rng_state(ranks[self.sync.rank])
         elif self.sync.rank == 0:
             ckpt.set_rng_state(state["rng"])
         else:  # written by fewer ranks: this rank's streams start afresh, seeded apart
             seed_everything(self.cfg.seed + self.sync.rank + 1_000_003 * self.ppo.updates)
-        # Envs restart episodes at resume, so per-env running returns start over too.
-        self.ppo.reward_scaler.reset()
+        if rollouts is not None:
+            saved = rollouts[self.sync.rank] if same_world else None
+            why = None if same_world else "the checkpoint was written by another number of ranks"
+        elif not self.sync.distributed:
+            saved, why = state.get("rollout"), None
+        else:
+            saved, why = None, None
+        changed = env_changes(state["config"].get("env", {}), to_dict(self.cfg)["env"])
+        if changed and saved is not None:  # the saved state is of envs made another way
+            saved, why = None, f"the env config changed since the checkpoint ({changed})"
+        self.env_unsaved = self._restore_envs(saved) if saved is not None else why
 
-    def save_checkpoint(self, name: str | None = None) -> Path:
+    def _restore_envs(self, saved: dict) -> str | None:
+        """Put the envs, the observation and the memory where the checkpoint left them; None
+        when done, else why not (a resume then restarts episodes)."""
+        if saved.get("env") is None or saved.get("obs") is None:
+            return saved.get("env_unsaved") or "the checkpoint holds no env state"
+        try:
+            restore_env_state(self.env, saved["env"])
+        except (EnvStateUnsupported, EnvError) as e:
+            return str(e)
+        if saved["memory"].shape != self.ppo.memory_state.shape:
+            return "the policy's memory has another shape"
+        self.ppo.memory_state.copy_(saved["memory"].to(self.device))
+        self._obs = _to_device(saved["obs"], self.device)
+        return None
+
+    def save_checkpoint(self, name: str | None = None, rollout: dict | None = None) -> Path:
         """Write the checkpoint update_N.pt and latest.pt, or only checkpoints/<name>.pt when
-        `name` is given (rank 0; under torchrun every rank calls this together)."""
-        state = self.state_dict()
-        folder = self.run_dir / "checkpoints"
-        path = folder / (f"{name}.pt" if name else f"update_{self.ppo.updates:06d}.pt")
+        `name` is given (rank 0; under torchrun every rank calls this together). `rollout`: see
+        state_dict."""
+        state = self.state_dict(rollout)
         if not self.is_main:
-            return path
-        ckpt.save_atomic(state, path)
-        if name:
-            return path
-        ckpt.save_atomic(state, folder / ckpt.LATEST)
-        periodic = sorted(folder.glob("update_*.pt"))
-        for old in periodic[: max(0, len(periodic) - max(1, self.cfg.log.keep_checkpoints))]:
-            old.unlink(missing_ok=True)
-        return path
+            return checkpoint_path(self.run_dir, self.ppo.updates, name)
+        return write_checkpoint(self.run_dir, state, self.ppo.updates, self.cfg.log, name)
 
     # --- the loop -------------------------------------------------------------------------------
     def collect(self, obs: torch.Tensor) -> torch.Tensor:
         """Fill the rollout buffer from `obs` on; returns the observation after the last step.
 
-        Returns early (buffer not full) when a stop was requested.
+        Returns early (buffer not full) when a stop was requested. Each env step runs under the
+        step watchdog (env.step_timeout).
         """
+        watchdog = self._watchdog
         while not self.ppo.rollout_full and not self.stop_requested:
             actions = self.ppo.act(obs)
+            watchdog.started = time.monotonic()
             step = self.env.step(actions)
+            watchdog.started = None
             self.ppo.record(step)
             obs = step.obs
         check_finite = getattr(self.env, "check_finite", None)
@@ -256,22 +350,60 @@ class Trainer:
 
     def metric_names(self) -> list[str]:
         """The metrics every update logs, in order (metrics.csv's columns)."""
-        names = self.ppo.metric_names() + ["charts/episode_return", "charts/episode_length"]
-        names += ["charts/SPS", "time/rollout_s", "time/update_s"]
-        if self.eval_every:
-            names += [
-                f"eval/{k}" for k in ("mean_return", "std_return", "mean_length", "best_return")
-            ]
-        elif self.cfg.eval.episodes:
-            names.append("eval/mean_return")  # the final evaluation's row
-        return names
+        return metric_names(self.ppo, bool(self.eval_every), self.cfg.eval.episodes > 0)
+
+    def start_episodes(self) -> Obs:
+        """The observation training starts from: the envs' state saved in the checkpoint (a
+        resume continues the episodes in progress, bit for bit), else new episodes."""
+        if self.resumed and self.env_unsaved is None and self._obs is not None:
+            return self._obs  # restored by _load_state: the episodes in progress go on
+        if self.resumed:
+            self.say(f"resume: episodes restart ({self.env_unsaved})")
+            # New episodes everywhere: their running returns start over too.
+            self.ppo.reward_scaler.reset()
+            self.episodes.reset_partial()
+        # A fresh run starts from the configured seed; a resumed run from one derived from its
+        # update count, so two resumes of one checkpoint are identical. Rank r's envs take the
+        # seeds after rank r-1's: K ranks of N envs reset like one process of K*N envs.
+        obs = self.env.reset(
+            seed=self.cfg.seed
+            + 1_000_003 * self.ppo.updates
+            + self.sync.rank * self.cfg.env.num_envs
+        )
+        self.ppo.reset_memory()  # recurrent policies: new episodes start from a zero state
+        return obs
 
     def train(self) -> TrainResult:
+        """Train to total_steps (or an early stop, or Ctrl-C: the last complete update is
+        saved). A fault (an env error, NaN/inf data, a failed write) also saves the last
+        complete update, writes the traceback to <run dir>/error.log and raises
+        TrainingStopped with one line naming it."""
         cfg = self.cfg
-        if self.is_main:
-            self.logger = RunLogger(
-                self.run_dir, cfg.log, to_dict(cfg), self.run_dir.name, self.metric_names()
-            )
+        # Ctrl-C from here on stops at the next step boundary with a checkpoint (an update-0 one
+        # when it comes during the start-up), so an interrupted run can always be resumed.
+        self.stop_requested = self._stop_pending = False
+        handlers = install_stop_handlers(self.request_stop)
+        try:
+            if self.resumed:
+                self.check_resume_left()
+            if self.is_main:
+                self.logger = RunLogger(
+                    self.run_dir,
+                    cfg.log,
+                    to_dict(cfg),
+                    self.run_dir.name,
+                    self.metric_names(),
+                    resume_step=self.global_step if self.resumed else None,
+                )
+            return self._train(handlers)
+        finally:
+            restore_handlers(handlers)
+            if self.logger is not None:
+                self.logger.close()
+            self.release()
+
+    def _train(self, handlers: dict) -> TrainResult:
+        cfg = self.cfg
         planned = self.total_updates * self.steps_per_update
         if self.ppo.updates == 0 and planned != cfg.total_steps:
             self.say(
@@ -287,73 +419,85 @@ class Trainer:
             self.global_step,
             cfg.log.progress and self.is_main,
         )
-        self.stop_requested = self._stop_pending = False
-        handlers = install_stop_handlers(self.request_stop)
-        # A fresh run starts from the configured seed; a resumed run from one derived from its
-        # update count, so two resumes of one checkpoint are identical. Rank r's envs take the
-        # seeds after rank r-1's: K ranks of N envs reset like one process of K*N envs.
-        obs = self.env.reset(
-            seed=cfg.seed + 1_000_003 * self.ppo.updates + self.sync.rank * cfg.env.num_envs
-        )
-        self.ppo.reset_memory()  # recurrent policies: new episodes start from a zero state
         start_time, start_step = time.perf_counter(), self.global_step
         compiling = self.ppo.paths.update == "compiled"
+        # Where a fault leaves the learner: "rollout" (unchanged since the last update: saved
+        # with the rollout's starting state), "update" (half-updated: not saved), "after" (the
+        # update is complete: saved as it is).
+        phase, fault = "start", None
+        self._watchdog = StepWatchdog(cfg.env.step_timeout)
         try:
-            while (
-                self.ppo.updates < self.total_updates
-                and not self.stop_requested
-                and self.stop_reason is None
-            ):
-                t0 = time.perf_counter()
-                obs = self.collect(obs)
-                if self.stop_requested:
-                    break
-                t1 = time.perf_counter()
-                self.episodes.add_rollout(
-                    *self.sync.gather_envs(self.ppo.buffer.rewards, self.ppo.buffer.dones)
-                )
-                self.ppo.finish_rollout(obs)
-                if compiling:
-                    self.say(
-                        "algo.compile: compiling the update with torch.compile (one-off, tens of seconds on a CPU)"
-                    )
-                metrics = self.ppo.update()
-                t2 = time.perf_counter()
-                if compiling:
-                    self.say(
-                        f"algo.compile: the first update took {t2 - t1:.0f} s with compilation"
-                    )
-                    compiling = False
-                sps = (self.global_step - start_step) / (time.perf_counter() - start_time)
-                metrics.update(self.episodes.metrics())
-                metrics.update(
-                    {"charts/SPS": sps, "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
-                )
-                if self.eval_every and self.ppo.updates % self.eval_every == 0:
-                    metrics.update(self.periodic_evaluation())
-                for callback in self.callbacks:
-                    callback(self, metrics)
-                if self.logger is not None:
-                    self.logger.log(self.global_step, metrics)
-                progress.update(self.global_step, sps, self.episodes.mean_return())
-                every = cfg.log.checkpoint_every
-                if (
-                    every
-                    and self.ppo.updates % every == 0
-                    and self.ppo.updates < self.total_updates
+            with self._watchdog:
+                self._obs = obs = self.start_episodes()
+                while (
+                    self.ppo.updates < self.total_updates
+                    and not self.stop_requested
+                    and self.stop_reason is None
                 ):
-                    self.save_checkpoint()
-                if self.sync.distributed:  # one collective per update: stop together, or not
-                    self.stop_requested = self.sync.any(self._stop_pending)
+                    phase = "rollout"
+                    self._rollout_start = self.rollout_state(obs)
+                    t0, step0 = time.perf_counter(), self.global_step
+                    obs = self.collect(obs)
+                    if self.stop_requested:  # the partial (or unused) rollout is discarded
+                        self.global_step = step0
+                        break
+                    t1 = time.perf_counter()
+                    phase = "update"
+                    self.episodes.add_rollout(
+                        *self.sync.gather_envs(self.ppo.buffer.rewards, self.ppo.buffer.dones)
+                    )
+                    self.ppo.finish_rollout(obs)
+                    if compiling:
+                        self.say(
+                            "algo.compile: compiling the update with torch.compile (one-off, tens of seconds on a CPU)"
+                        )
+                    metrics = self.ppo.update()
+                    self._obs, self._rollout_start, phase = obs, None, "after"
+                    t2 = time.perf_counter()
+                    if compiling:
+                        self.say(
+                            f"algo.compile: the first update took {t2 - t1:.0f} s with compilation"
+                        )
+                        compiling = False
+                    sps = (self.global_step - start_step) / (time.perf_counter() - start_time)
+                    metrics.update(self.episodes.metrics())
+                    metrics.update(
+                        {"charts/SPS": sps, "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
+                    )
+                    if self.eval_every and self.ppo.updates % self.eval_every == 0:
+                        metrics.update(self.periodic_evaluation())
+                    for callback in self.callbacks:
+                        callback(self, metrics)
+                    if self.logger is not None:
+                        self.logger.log(self.global_step, metrics)
+                    progress.update(self.global_step, sps, self.episodes.mean_return())
+                    every = cfg.log.checkpoint_every
+                    if (
+                        every
+                        and self.ppo.updates % every == 0
+                        and self.ppo.updates < self.total_updates
+                    ):
+                        self.save_checkpoint()
+                    if self.sync.distributed:  # one collective per update: stop together, or not
+                        self.stop_requested = self.sync.any(self._stop_pending)
+        except Exception as e:  # a second Ctrl-C (KeyboardInterrupt) stops at once, unsaved
+            if self.sync.distributed:
+                # Saving needs every rank at the same collective, and the others are elsewhere
+                # (or gone): under torchrun a fault ends the run as it is, and the last periodic
+                # checkpoint stands (docs/reliability.md).
+                raise
+            fault = e
         finally:
             restore_handlers(handlers)
             progress.close()
+        # A stop mid-rollout discards the partial rollout: checkpoints fall on update boundaries.
+        self.ppo.buffer.reset()
+        if fault is not None:
+            self.stop_on_fault(fault, phase)
         interrupted = self.stop_requested
         if self.stop_reason is not None and not interrupted:
             self.say(f"stopped early after {self.global_step:,} steps: {self.stop_reason}")
-        # A stop mid-rollout discards the partial rollout: checkpoints fall on update boundaries.
-        self.ppo.buffer.reset()
-        path = self.save_checkpoint()
+        path = self.save_checkpoint(rollout=self._rollout_start)
         eval_result = None
         if (
             not interrupted
@@ -361,17 +505,22 @@ class Trainer:
             and self.logger is not None
             and not self.external_env
         ):
-            eval_result = self.evaluate(cfg.eval.episodes)
-            (self.run_dir / "eval.json").write_text(json.dumps(eval_result, indent=2))
-            self.logger.log(self.global_step, {"eval/mean_return": eval_result["mean_return"]})
+            try:
+                eval_result = self.evaluate(cfg.eval.episodes)
+            except KeyboardInterrupt:
+                interrupted = True
+                self.say(
+                    f"final evaluation interrupted; the trained policy is saved ({path}):"
+                    f" evaluate it with `ppokit eval {self.run_dir}`"
+                )
+            else:
+                write_final_eval(self.run_dir, self.logger, self.global_step, eval_result)
         if self.sync.distributed:
             # Every rank returns rank 0's evaluation, and the ranks reach their exit together
             # instead of the others tearing the process group down while rank 0 evaluates.
             eval_result = self.sync.broadcast_object(eval_result)
-        if self.logger is not None:
-            self.logger.close()
         self.env.close()
-        if interrupted and self.is_main:
+        if interrupted and self.is_main and eval_result is None and self.stop_requested:
             print(f"interrupted: checkpoint written to {path}", flush=True)
         return TrainResult(
             self.run_dir,
@@ -382,6 +531,39 @@ class Trainer:
             interrupted,
             self.best_eval,
             self.stop_reason,
+        )
+
+    def stop_on_fault(self, fault: Exception, phase: str) -> typing.NoReturn:
+        """Save the last complete update, log the traceback, close the envs and raise
+        TrainingStopped naming the fault in one line."""
+        summary = faults.describe(fault, self.env_id(), getattr(self.env, "steps", None))
+        saved = ""
+        if phase == "update":
+            saved = "the update in progress was not saved (the last checkpoint stands)"
+        else:
+            try:
+                path = self.save_checkpoint(rollout=self._rollout_start)
+                saved = (
+                    f"the last complete update ({self.ppo.updates}, step {self.global_step:,})"
+                    f" is saved in {path.parent / ckpt.LATEST}"
+                )
+            except Exception as e:  # a full disk: say so, the older checkpoints are intact
+                saved = f"the last complete update could not be saved: {e}"
+        log = faults.write_error_log(self.run_dir, fault, summary)
+        close = getattr(self.env, "abort", None) or getattr(self.env, "close", None)
+        try:
+            if close is not None:
+                close()
+        except Exception:  # an env that failed may not close cleanly; its error is reported
+            pass
+        where = f"; traceback in {log}" if log is not None else ""
+        raise TrainingStopped(f"training stopped: {summary}; {saved}{where}") from fault
+
+    def env_id(self) -> str:
+        return (
+            getattr(self.env, "env_id", None)
+            or getattr(self.env, "name", None)
+            or (self.cfg.env.id)
         )
 
     def periodic_evaluation(self) -> dict[str, float]:
@@ -423,6 +605,94 @@ class Trainer:
             raise EnvError(f"cannot evaluate on new envs: {self.no_eval}")
         seed = self.cfg.seed + 10_000 if seed is None else seed
         return evaluate_model(self.model, self.eval_env, episodes, seed, self.device, deterministic)
+
+
+# Policy options that only mean something for continuous (Box) actions.
+CONTINUOUS_ONLY = (
+    "init_noise_std",
+    "noise_std_relative",
+    "log_std_min",
+    "log_std_max",
+    "rescale_actions",
+)
+
+
+def check_action_options(cfg: TrainConfig, action_space: gym.Space, env_id: str) -> None:
+    """A continuous-only policy option changed from its default on an env with discrete
+    actions would be silently ignored: a one-line ConfigError instead."""
+    if isinstance(action_space, gym.spaces.Box):
+        return
+    default = PolicyConfig()
+    changed = [
+        f"policy.{k} {getattr(cfg.policy, k)!r}"
+        for k in CONTINUOUS_ONLY
+        if getattr(cfg.policy, k) != getattr(default, k)
+    ]
+    if changed:
+        raise ConfigError(
+            f"{', '.join(changed)} only applies to continuous (Box) actions, and {env_id!r} has"
+            f" {action_space} actions: remove it"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# The run directory: what every run writes, whoever drives the loop (the Trainer, a node graph's
+# trainer node). One implementation, so `ppokit eval/plot/export/train --resume` read both alike.
+# ----------------------------------------------------------------------------------------------
+
+
+def prepare_run_dir(
+    run_dir: Path,
+    cfg: TrainConfig,
+    fresh: bool = True,
+    overwrite: bool = False,
+    what: str = "training",
+) -> tuple[RunLock, Path | None]:
+    """Lock `run_dir` for this process (one owner per run dir), refuse to write a new run
+    (`fresh`) over an old one (unless `overwrite`: moved aside), create checkpoints/ and write
+    the resolved config.yaml. Returns the lock (held until released) and where an old run went."""
+    lock, moved = claim_run_dir(run_dir, fresh, overwrite, what)
+    make_dir(run_dir / "checkpoints", "run directory")
+    write_text(run_dir / "config.yaml", config_yaml(cfg), "config")
+    return lock, moved
+
+
+def checkpoint_path(run_dir: Path, updates: int, name: str | None = None) -> Path:
+    """checkpoints/<name>.pt, or checkpoints/update_<N>.pt for a periodic checkpoint."""
+    return run_dir / "checkpoints" / (f"{name}.pt" if name else f"update_{updates:06d}.pt")
+
+
+def write_checkpoint(
+    run_dir: Path, state: dict, updates: int, log: Any, name: str | None = None
+) -> Path:
+    """Write checkpoints/<name>.pt, or update_N.pt and latest.pt (keeping the newest
+    `log.keep_checkpoints` periodic ones); atomic. Returns the path written."""
+    path = checkpoint_path(run_dir, updates, name)
+    folder = path.parent
+    ckpt.save_atomic(state, path, also=None if name else folder / ckpt.LATEST)
+    if name:
+        return path
+    periodic = sorted(folder.glob("update_*.pt"))
+    for old in periodic[: max(0, len(periodic) - max(1, log.keep_checkpoints))]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def metric_names(ppo: PPO, periodic_eval: bool, final_eval: bool) -> list[str]:
+    """The metrics every update logs, in order (metrics.csv's columns)."""
+    names = ppo.metric_names() + ["charts/episode_return", "charts/episode_length"]
+    names += ["charts/SPS", "time/rollout_s", "time/update_s"]
+    if periodic_eval:
+        names += [f"eval/{k}" for k in ("mean_return", "std_return", "mean_length", "best_return")]
+    elif final_eval:
+        names.append("eval/mean_return")  # the final evaluation's row
+    return names
+
+
+def write_final_eval(run_dir: Path, logger: RunLogger, global_step: int, result: dict) -> None:
+    """eval.json and the eval/mean_return row of the final evaluation."""
+    write_text(run_dir / "eval.json", json.dumps(result, indent=2), "evaluation")
+    logger.log(global_step, {"eval/mean_return": result["mean_return"]})
 
 
 def check_external_env(env: VecEnv, cfg: TrainConfig, device: torch.device) -> None:
@@ -500,3 +770,54 @@ def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
             diffs.append(f"{key}: checkpoint {a!r}, config {b!r}")
     if diffs:
         raise CheckpointError("cannot resume with an incompatible config: " + "; ".join(diffs))
+
+
+# EnvConfig fields that do not change how the envs are made (a resume may change them).
+ENV_FIELDS_NOT_STATE = ("step_timeout", "finite_horizon")
+
+
+def env_changes(saved: dict, now: dict) -> str:
+    """The env config fields that differ between a checkpoint and the resume, comma-joined."""
+    return ", ".join(
+        f"env.{k}"
+        for k in sorted(set(saved) | set(now))
+        if k not in ENV_FIELDS_NOT_STATE and saved.get(k) != now.get(k)
+    )
+
+
+def capture_env_state(env: Any) -> tuple[Any, str | None]:
+    """(the env's saved state, None), or (None, why it cannot be saved)."""
+    get_state = getattr(env, "get_state", None)
+    if get_state is None:
+        return None, f"{type(env).__name__} cannot save its state"
+    try:
+        return get_state(), None
+    except EnvStateUnsupported as e:
+        return None, str(e)
+
+
+def restore_env_state(env: Any, state: Any) -> None:
+    env.set_state(state)
+
+
+def _clone(obs: Obs | None) -> Obs | None:
+    if obs is None:
+        return None
+    if isinstance(obs, dict):
+        return {k: v.clone() for k, v in obs.items()}
+    return obs.clone()
+
+
+def _to_cpu(value: Any) -> Any:
+    """`value` with every tensor in it moved to the CPU (what goes into a checkpoint)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value
+
+
+def _to_device(obs: Obs, device: torch.device) -> Obs:
+    if isinstance(obs, dict):
+        return {k: v.to(device) for k, v in obs.items()}
+    return obs.to(device)

@@ -133,3 +133,74 @@ def test_errors_are_one_clear_message(argv, message, capsys, tmp_path, monkeypat
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.splitlines()[0] == message
+
+
+def test_a_graph_run_is_a_run_for_eval_plot_export_and_resume(tmp_path, capsys):
+    """`ppokit eval/plot/export RUN` and `train --resume RUN` read a graph's output directory."""
+    out = tmp_path / "run"
+    assert main(["graph", "run", str(CARTPOLE), *TINY, "--out", str(out), "--quiet"]) == 0
+    assert {"config.yaml", "metrics.csv", "eval.json", "checkpoints"} <= {
+        p.name for p in out.iterdir()
+    }
+    capsys.readouterr()
+    assert main(["eval", str(out), "--episodes", "2"]) == 0
+    assert capsys.readouterr().out.startswith("eval CartPole-v1 (2 episodes, deterministic")
+    assert main(["plot", str(out), "--out", str(tmp_path / "curve.png")]) == 0
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    assert (
+        main(["export", str(out), "--format", "torchscript", "--out", str(tmp_path / "p.pt")]) == 0
+    )
+    assert "verified on" in capsys.readouterr().out
+    assert (
+        main(["train", "--resume", str(out), "--total_steps", "96", "--log.progress", "false"]) == 0
+    )
+    assert torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["global_step"] == 96
+
+
+def test_dnne_cartpole_validates_after_one_flag(capsys):
+    dnne = REPO / "tests" / "unit" / "nodes" / "fixtures" / "dnne_cartpole_ppo.json"
+    assert main(["graph", "validate", str(dnne)]) == 2
+    assert "--env-map IsaacGymCartpole=CartPole-v1" in capsys.readouterr().err
+    assert main(["graph", "validate", str(dnne), "--env-map", "IsaacGymCartpole=CartPole-v1"]) == 0
+    assert capsys.readouterr().out.endswith("valid (6 nodes; execution order: 1, 2, 3, 5, 4, 6)\n")
+
+
+def test_export_as_a_comfyui_workflow_reads_back_as_the_graph(tmp_path, capsys):
+    out = tmp_path / "cartpole.comfyui.json"
+    assert main(["graph", "export", str(CARTPOLE), "-o", str(out)]) == 0
+    workflow = json.loads(out.read_text())
+    assert workflow["extra"]["ppokit"]["seed"] == 1 and len(workflow["nodes"]) == 8
+    capsys.readouterr()
+    assert main(["graph", "validate", str(out)]) == 0
+    assert "read by position" not in capsys.readouterr().err  # values carry their names
+
+
+def test_ctrl_c_checkpoints_a_graph_run_and_skips_the_final_evaluation(tmp_path):
+    import signal
+
+    sets = ["--set", "trainer.total_steps=10000000", "--set", "trainer.log_every=1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ppokit", "graph", "run", str(CARTPOLE), *sets, "--out", "out"],
+        cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    first = proc.stdout.readline()  # the first update's progress line
+    assert "update 1/" in first, (first, proc.stderr.read() if proc.poll() is not None else "")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: checkpoint written to" in out and "eval: skipped (interrupted)" in out
+    state = torch.load(tmp_path / "out" / "checkpoints" / "latest.pt", weights_only=False)
+    assert state["global_step"] > 0 and not (tmp_path / "out" / "eval.json").exists()
+
+
+def test_a_graph_run_owns_its_out_dir_as_train_owns_its_run_dir(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["graph", "run", str(CARTPOLE), *TINY, "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert main(args) == 2  # a second run into it is refused, not mixed into the first
+    assert "already holds a run; replace it with `ppokit graph run ... --overwrite`" in (
+        capsys.readouterr().err
+    )
+    assert main([*args, "--overwrite"]) == 0
+    assert len(list(tmp_path.glob("run.old-*"))) == 1 and (out / "eval.json").is_file()

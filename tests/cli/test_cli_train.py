@@ -201,9 +201,12 @@ def test_resume_continues_the_run(tiny_run, tmp_path):
     _, rows = read_metrics(run_dir)
     assert rows[:TINY_UPDATES] == rows_before  # earlier rows kept
     assert [int(r["global_step"]) for r in rows] == [32 * k for k in range(1, 9)]
-    # The linear schedule continues (lr * (1 - k/8) for update k), it does not restart.
-    assert cfg.algo.lr_schedule == "linear"
-    assert float(rows[TINY_UPDATES]["charts/learning_rate"]) == pytest.approx(cfg.algo.lr * 0.5)
+    # The linear schedule goes on from the last update's LR (progress 3/4 of the 4-update
+    # run), stretched over the 4 new updates: no jump back up, no drop to 0.
+    assert cfg.algo.lr_schedule == "linear" and TINY_UPDATES == 4
+    lrs = [float(r["charts/learning_rate"]) for r in rows]
+    assert lrs[4] == pytest.approx(lrs[3]) and lrs[3] == pytest.approx(cfg.algo.lr * 0.25)
+    assert lrs[4:] == pytest.approx([cfg.algo.lr * 0.25 * (1 - j / 4) for j in range(4)])
 
 
 @pytest.mark.slow

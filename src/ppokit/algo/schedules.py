@@ -19,6 +19,9 @@ class LRSchedule:
         self.initial = cfg.lr
         self.floor = cfg.lr * cfg.lr_floor
         self.total_updates = max(1, total_updates)
+        # The schedule's progress (0 -> 1) runs linearly from start_progress at update
+        # start_update to 1 at total_updates: (0, 0) unless a resume changed the run's length.
+        self.start_update, self.start_progress = 0, 0.0
         self.target_kl = cfg.target_kl
         self.factor = cfg.lr_factor
         self.min_lr, self.max_lr = cfg.min_lr, cfg.max_lr
@@ -28,9 +31,25 @@ class LRSchedule:
     def adaptive(self) -> bool:
         return self.kind == "adaptive"
 
+    def progress(self, update: int) -> float:
+        """How far through the schedule update number `update` is, from 0 to 1."""
+        left = (update - self.start_update) / (self.total_updates - self.start_update)
+        return min(self.start_progress + (1.0 - self.start_progress) * left, 1.0)
+
+    def extend(self, done: int, total_updates: int) -> None:
+        """A resumed run now `total_updates` long, `done` updates in: what is left of the
+        schedule is stretched (or squeezed) over the updates left, so the LR goes on from the
+        value the next update would have had (from the last update's value when the schedule had
+        ended) without a jump, and reaches the schedule's end at the new end."""
+        total_updates = max(1, total_updates)
+        if total_updates == self.total_updates or done >= total_updates:
+            return
+        self.start_progress = self.progress(min(done, self.total_updates - 1))
+        self.start_update, self.total_updates = done, total_updates
+
     def at_update(self, update: int) -> float:
         """LR for update number `update` (0-based) of a time-based schedule."""
-        progress = min(update / self.total_updates, 1.0)
+        progress = self.progress(update)
         if self.kind == "linear":
             self.lr = self.initial * (1.0 - progress)
         elif self.kind == "cosine":
@@ -49,8 +68,16 @@ class LRSchedule:
         return self.lr
 
     def state_dict(self) -> dict:
-        return {"kind": self.kind, "lr": self.lr, "total_updates": self.total_updates}
+        return {
+            "kind": self.kind,
+            "lr": self.lr,
+            "total_updates": self.total_updates,
+            "start_update": self.start_update,
+            "start_progress": self.start_progress,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.lr = float(state["lr"])
         self.total_updates = int(state["total_updates"])
+        self.start_update = int(state.get("start_update", 0))
+        self.start_progress = float(state.get("start_progress", 0.0))

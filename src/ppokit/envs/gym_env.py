@@ -19,17 +19,20 @@ import difflib
 import importlib
 import math
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
+from gymnasium.vector.async_vector_env import AsyncState
 
 from ppokit.config import EnvConfig
 from ppokit.envs.base import StepResult
 from ppokit.envs.serial import SerialVectorEnv
-from ppokit.errors import EnvError
+from ppokit.envs.snapshot import env_state, load_env_state
+from ppokit.errors import EnvError, EnvStateUnsupported
 from ppokit.observations import numpy_storage_dtype
 
 
@@ -104,10 +107,35 @@ def vectorize(
     this process (sync) or one subprocess each (async)."""
     try:
         if vectorization == "async":
-            return AsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+            return WorkerErrorsAsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
         return SerialVectorEnv(env_fns)
-    except gym.error.Error as e:
-        raise EnvError(f"cannot build environment {name!r}: {e}") from None
+    except (gym.error.Error, TypeError, ValueError) as e:
+        # gym.make re-raises a constructor's TypeError (an unknown env.kwargs key) with the kwargs
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EnvError(
+            f"cannot build environment {name!r}: {message}; check env.id and env.kwargs"
+        ) from None
+
+
+class WorkerErrorsAsyncVectorEnv(AsyncVectorEnv):
+    """AsyncVectorEnv whose worker errors reach the trainer as the exception alone, marked with
+    the env index and the worker's traceback (for error.log), instead of also being printed as
+    three warnings with the traceback inside; the rest is Gymnasium's. (Overrides a private
+    method of gymnasium 1.x, which pyproject pins below 2.)"""
+
+    def _raise_if_errors(self, successes: Sequence[bool]) -> None:
+        if all(successes):
+            return
+        errors = [self.error_queue.get() for _ in range(self.num_envs - sum(successes))]
+        for index, *_ in errors:  # as Gymnasium does: a failed worker is shut down
+            self.parent_pipes[index].close()
+            self.parent_pipes[index] = None
+        self._state = AsyncState.DEFAULT
+        index, exctype, value, trace = errors[-1]
+        error = exctype(value)
+        error.ppokit_env_index = index
+        error.ppokit_worker_traceback = trace
+        raise error
 
 
 def same_step_fix(env: gym.vector.VectorEnv) -> str:
@@ -277,5 +305,43 @@ class GymVecEnv:
             infos=infos,
         )
 
+    def get_state(self) -> dict:
+        """The state of every env (physics, wrappers, RNGs: `ppokit.envs.snapshot`) and the
+        step counter, at a step boundary, for an exact resume. Raises EnvStateUnsupported for
+        envs in subprocesses or a user's vector env, whose envs this process cannot reach."""
+        if not isinstance(self.env, SerialVectorEnv):
+            where = (
+                "in subprocesses (env.vectorization async)"
+                if isinstance(self.env, AsyncVectorEnv)
+                else f"in a {type(self.env).__name__} built outside ppokit"
+            )
+            raise EnvStateUnsupported(
+                f"the state of env {self.env_id!r} cannot be saved: its envs run {where}"
+            )
+        return {"steps": self.steps, "envs": [env_state(env) for env in self.env.envs]}
+
+    def set_state(self, state: dict) -> None:
+        """Restore a `get_state` into envs built from the same config (reset or not)."""
+        if not isinstance(self.env, SerialVectorEnv):
+            self.get_state()  # raises, saying why
+        if len(state["envs"]) != self.num_envs:
+            raise EnvError(
+                f"the saved env state holds {len(state['envs'])} envs of {self.env_id!r}, this"
+                f" vector env has {self.num_envs}"
+            )
+        for env, saved in zip(self.env.envs, state["envs"], strict=True):
+            load_env_state(env, saved)
+        self.steps = state["steps"]
+
     def close(self) -> None:
         self.env.close()
+
+    def abort(self) -> None:
+        """Close after a fault: subprocess envs are terminated, not waited for (a hung worker
+        would never answer)."""
+        if isinstance(self.env, AsyncVectorEnv):
+            with warnings.catch_warnings():  # "close while waiting for step": we know
+                warnings.simplefilter("ignore")
+                self.env.close(terminate=True)
+        else:
+            self.env.close()

@@ -424,6 +424,29 @@ class AntLocomotionEnv(MujocoEnv):
             self.render()
         return obs, reward, terminated, False, info
 
+    # --- exact resume (ppokit.envs.snapshot adds the MuJoCo physics and np_random) -------------
+    def state_dict(self) -> dict:
+        """The state beyond physics and np_random: the terrain (drawn per env when terrain_seed
+        is None, and held in the MjModel, which MuJoCo's state API does not save), the command
+        and its step count, and the previous action (observed)."""
+        return {
+            "heights": self._heights.copy(),
+            "terrain_rng": self._terrain_rng.bit_generator.state,
+            "command": self.command.copy(),
+            "command_steps": self._command_steps,
+            "last_action": self.last_action.copy(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._set_terrain(np.array(state["heights"], dtype=np.float64))
+        if self._depth_renderer is not None:  # its GL context holds the old terrain's mesh
+            self._depth_renderer.close()
+            self._depth_renderer = None
+        self._terrain_rng.bit_generator.state = state["terrain_rng"]
+        self.command = np.array(state["command"], dtype=np.float64)
+        self._command_steps = int(state["command_steps"])
+        self.last_action = np.array(state["last_action"], dtype=np.float64)
+
     def close(self) -> None:
         if getattr(self, "_depth_renderer", None) is not None:
             self._depth_renderer.close()

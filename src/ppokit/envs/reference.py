@@ -32,7 +32,28 @@ POINT_MASS_ID = "ppokit/TorchPointMass-v0"
 PENDULUM_ID = "ppokit/TorchPendulum-v0"
 
 
-class TorchPointMass:
+class TaskState:
+    """`state_dict()`/`load_state_dict()` for a task whose state is the tensors named in
+    `state_tensors` and its `generator` (the draws of resets), for an exact resume."""
+
+    state_tensors: tuple[str, ...] = ()
+    device: torch.device
+    generator: torch.Generator
+
+    def state_dict(self) -> dict:
+        state = {name: getattr(self, name).detach().clone() for name in self.state_tensors}
+        state["generator"] = self.generator.get_state()  # a new CPU tensor, also for CUDA
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.state_tensors:
+            setattr(self, name, state[name].to(self.device).clone())
+        # A generator's state is a CPU tensor even for a CUDA generator (a checkpoint loaded
+        # with map_location may have moved it).
+        self.generator.set_state(state["generator"].cpu().clone())
+
+
+class TorchPointMass(TaskState):
     """N point masses in the arena [-1, 1]^2, each pushed towards its own goal; see module doc.
 
     Observation [position (2), velocity (2), goal (2)]; action: a force in [-1, 1]^2;
@@ -41,6 +62,7 @@ class TorchPointMass:
     truncation.
     """
 
+    state_tensors = ("position", "velocity", "goal", "elapsed")
     arena = 1.0
     start = 0.8  # positions and goals are drawn from [-start, start]^2
 
@@ -123,8 +145,10 @@ class TorchPointMass:
         return obs, rewards, terminated, truncated, {"final_obs": final_obs}
 
 
-class TorchPendulum:
+class TorchPendulum(TaskState):
     """N pendulums (swing up and balance), stepped together; see the module doc."""
+
+    state_tensors = ("theta", "theta_dot", "elapsed")
 
     max_speed = 8.0
     max_torque = 2.0

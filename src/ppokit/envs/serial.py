@@ -16,6 +16,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from ppokit.errors import EnvError
+
+
+def _describe(value: Any) -> str:
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None:
+        return f"an array of shape {tuple(shape)} and dtype {dtype}"
+    return f"a {type(value).__name__}"
+
 
 class SerialVectorEnv:
     """N envs in this process. `step` returns (obs, rewards, terminated, truncated, infos) with
@@ -53,11 +62,19 @@ class SerialVectorEnv:
         return np.empty((n, *self._obs_shape), dtype=self._obs_dtype)
 
     def _put(self, obs: np.ndarray | dict, i: int, o: np.ndarray | dict) -> None:
-        if self._dict_obs:
-            for k, array in obs.items():
-                array[i] = o[k]
-        else:
-            obs[i] = o
+        try:
+            if self._dict_obs:
+                for k, array in obs.items():
+                    array[i] = o[k]
+            else:
+                obs[i] = o
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            error = EnvError(
+                f"env index {i} returned an observation that does not fit its observation"
+                f" space {self.single_observation_space} (got {_describe(o)}: {e})"
+            )
+            error.ppokit_env_index = i
+            raise error from None
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray | dict, dict]:
         obs = self._empty_obs()
@@ -76,7 +93,11 @@ class SerialVectorEnv:
         truncated = np.empty(n, dtype=bool)
         infos: dict[str, Any] = {}
         for i, env in enumerate(self.envs):
-            o, rewards[i], terminated[i], truncated[i], info = env.step(actions[i])
+            try:
+                o, rewards[i], terminated[i], truncated[i], info = env.step(actions[i])
+            except Exception as e:
+                e.ppokit_env_index = i  # the trainer's one-line error names the env
+                raise
             if terminated[i] or truncated[i]:
                 if not infos:
                     infos = {
@@ -87,11 +108,12 @@ class SerialVectorEnv:
                 infos["final_obs"][i] = o
                 infos["final_info"][i] = info
                 infos["_final_obs"][i] = True
-                o, _ = env.reset()
-            if self._dict_obs:
-                self._put(obs, i, o)
-            else:
-                obs[i] = o
+                try:
+                    o, _ = env.reset()
+                except Exception as e:
+                    e.ppokit_env_index = i
+                    raise
+            self._put(obs, i, o)
         return obs, rewards, terminated, truncated, infos
 
     def render(self) -> tuple:

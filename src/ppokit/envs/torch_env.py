@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ppokit.envs.base import StepResult
-from ppokit.errors import EnvError
+from ppokit.errors import EnvError, EnvStateUnsupported
 from ppokit.observations import Obs, storage_dtype
 
 
@@ -202,6 +202,36 @@ class TorchVecEnv:
             bootstrap_pre_step=final_obs is None,
         )
 
+    # --- exact resume ----------------------------------------------------------------------------
+    def get_state(self) -> dict:
+        """The simulator's state (its `state_dict()`: every state tensor, step counter and RNG)
+        and this adapter's counters, for an exact resume. Raises EnvStateUnsupported for a
+        simulator without `state_dict()`/`load_state_dict()` (Isaac Lab, JAX, most others)."""
+        self._check_state_support()
+        return {
+            "sim": self.sim.state_dict(),
+            "steps": self.steps,
+            "first_bad": self._first_bad.detach().clone(),
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Restore a `get_state` into a simulator built from the same config (reset or not)."""
+        self._check_state_support()
+        self.sim.load_state_dict(state["sim"])
+        self.steps = state["steps"]
+        self._first_bad = state["first_bad"].to(self.device).clone()
+
+    def _check_state_support(self) -> None:
+        sim = self.sim
+        if not (
+            callable(getattr(sim, "state_dict", None))
+            and callable(getattr(sim, "load_state_dict", None))
+        ):
+            raise EnvStateUnsupported(
+                f"the state of env {self.name!r} cannot be saved: its simulator"
+                f" {type(self.sim).__name__} has no state_dict()/load_state_dict()"
+            )
+
     def close(self) -> None:
         close = getattr(self.sim, "close", None)
         if close is not None:
@@ -293,6 +323,13 @@ class SingleEnvView(gym.Env):
         if ended and extras.get("final_obs") is not None:
             obs = extras["final_obs"]  # the task has already reset; Gymnasium reports the end
         return self._numpy(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
+
+    def state_dict(self) -> dict:
+        """The task's state (`ppokit.envs.snapshot` saves gym.Env's np_random with it)."""
+        return self.task.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.task.load_state_dict(state)
 
     @staticmethod
     def _numpy(obs: Obs) -> Any:

@@ -75,8 +75,12 @@ _ALIASES: dict[str, str] = {}
 
 # DNNE node types ppokit cannot run, with the ppokit node to use instead.
 UNSUPPORTED: dict[str, tuple[str, str]] = {
-    "IsaacGymEnvNode": ("EnvNode with a Gymnasium env id", "Isaac Gym is not supported"),
+    "IsaacGymEnvNode": (
+        "EnvNode with a Gymnasium env id (or run its task as one: --env-map IsaacGymCartpole=CartPole-v1)",
+        "Isaac Gym is not supported",
+    ),
     "IsaacGymStepNode": ("EnvStepNode", "Isaac Gym is not supported"),
+    "CartpoleActionNode": ("ActionProcessorNode", "it drives Isaac Gym's Cartpole"),
 }
 
 

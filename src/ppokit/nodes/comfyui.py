@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from ppokit import config as C
 from ppokit.errors import ConfigError
+from ppokit.nodes import dnne
 from ppokit.nodes.base import Node, node_class, node_classes
 from ppokit.nodes.declarations import ANY, REQUIRED, Param
 from ppokit.nodes.errors import GraphError, GraphIssue
@@ -36,6 +39,7 @@ OUTPUT_NODES = {"EvaluateNode", "SaveCheckpointNode", "ExportPolicyNode"}
 NOTE_TYPES = {"Note", "MarkdownNote"}
 REROUTE = "Reroute"
 SEED_CONTROL = {"fixed", "increment", "decrement", "randomize"}
+ENV_ID_ALIASES = ("env_name", "task", "env")
 
 
 def display_name(type_name: str) -> str:
@@ -54,12 +58,21 @@ def _optional_widget(p: Param) -> bool:
     return p.default is None or p.nullable
 
 
+def _in_optional(p: Param) -> bool:
+    """Listed in ComfyUI's optional section: text widgets whose "" means the default, and
+    params declared late (after them, so older positional workflows keep their values)."""
+    return _optional_widget(p) or p.late
+
+
 def widget_params(cls: type[Node]) -> list[Param]:
-    """Params in widget order: required section first, then optional (ComfyUI's order)."""
+    """Params in widget order: required section first, then optional (ComfyUI's order), the
+    late ones last."""
     params = cls.spec.params
-    return [p for p in params if not _optional_widget(p)] + [
-        p for p in params if _optional_widget(p)
-    ]
+    return (
+        [p for p in params if not _in_optional(p)]
+        + [p for p in params if _optional_widget(p) and not p.late]
+        + [p for p in params if p.late]
+    )
 
 
 def widget(p: Param) -> list:
@@ -110,7 +123,7 @@ def node_definition(cls: type[Node]) -> dict:
         entry = [_port_type(i.types), {"tooltip": i.help}]
         (optional if i.optional else required)[i.name] = entry
     for p in widget_params(cls):
-        (optional if _optional_widget(p) else required)[p.name] = widget(p)
+        (optional if _in_optional(p) else required)[p.name] = widget(p)
     return {
         "input": {"required": required, "optional": optional},
         "input_order": {"required": list(required), "optional": list(optional)},
@@ -132,20 +145,38 @@ def object_info() -> dict:
     return {cls.spec.type: node_definition(cls) for cls in node_classes()}
 
 
-def _comfy_class(cls: type[Node]) -> type:
+def _refuse(self: Any, **_: Any) -> tuple:
+    raise RuntimeError(
+        "ppokit nodes form a training loop that ComfyUI's executor cannot run (it runs a graph"
+        " once, without loops): install the custom-node pack ppokit.comfyui (docs/studio.md),"
+        " which hands the workflow to `ppokit studio` or `ppokit graph run`, or save the"
+        " workflow and run `ppokit graph run workflow.json`"
+    )
+
+
+def comfy_class(cls: type[Node], run: Callable[..., Any] = _refuse) -> type:
+    """A ComfyUI node class for `cls`: its definition, and `run` as the function ComfyUI calls
+    (with the hidden inputs `prompt`, `extra_pnginfo` and `unique_id`). Loop inputs are lazy and
+    never requested, so ComfyUI's executor sees no cycle."""
     definition = node_definition(cls)
+    loops = {i.name for i in cls.spec.inputs if i.loop}
 
     def input_types(_cls: type) -> dict:
-        return {
-            section: {k: tuple(v) for k, v in entries.items()}
-            for section, entries in definition["input"].items()
+        sections: dict[str, Any] = {}
+        for section, entries in definition["input"].items():
+            sections[section] = {
+                k: (v[0], {**v[1], "lazy": True}) if k in loops else tuple(v)
+                for k, v in entries.items()
+            }
+        sections["hidden"] = {
+            "prompt": "PROMPT",
+            "extra_pnginfo": "EXTRA_PNGINFO",
+            "unique_id": "UNIQUE_ID",
         }
+        return sections
 
-    def run(self: Any, **_: Any) -> tuple:
-        raise RuntimeError(
-            "ppokit nodes form a training loop that ComfyUI's executor cannot run (it runs a graph"
-            " once, without loops): save the workflow and run `ppokit graph run workflow.json`"
-        )
+    def check_lazy_status(self: Any, **_: Any) -> list:
+        return []  # the loop's value comes from the previous tick, inside ppokit
 
     return type(
         cls.spec.type,
@@ -159,12 +190,15 @@ def _comfy_class(cls: type[Node]) -> type:
             "DESCRIPTION": cls.spec.description,
             "OUTPUT_NODE": definition["output_node"],
             "run": run,
+            "check_lazy_status": check_lazy_status,
         },
     )
 
 
-def class_mappings() -> tuple[dict[str, type], dict[str, str]]:
-    classes = {cls.spec.type: _comfy_class(cls) for cls in node_classes()}
+def class_mappings(
+    run: Callable[..., Any] = _refuse,
+) -> tuple[dict[str, type], dict[str, str]]:
+    classes = {cls.spec.type: comfy_class(cls, run) for cls in node_classes()}
     names = {name: display_name(name) for name in classes}
     return classes, names
 
@@ -186,18 +220,48 @@ def is_api_format(data: Any) -> bool:
     )
 
 
-def from_comfyui(data: Any, source: str | None = None) -> Graph:
+def from_comfyui(
+    data: Any, source: str | None = None, env_map: dict[str, str] | None = None
+) -> Graph:
+    """A ComfyUI/DNNE workflow as a native Graph; `env_map` replaces env ids the workflow names
+    (simulators ppokit does not ship, e.g. {"IsaacGymCartpole": "CartPole-v1"})."""
     where = source or "workflow"
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
         data = data["prompt"]  # the body of a /prompt request
     if is_ui_format(data):
-        return _from_ui(data, where)
+        return map_envs(dnne.adapt(_from_ui(data, where), env_map), env_map)
     if is_api_format(data):
-        return _from_api(data, where)
+        return map_envs(dnne.adapt(_from_api(data, where), env_map), env_map)
     raise GraphError(
         f'{where}: not a ppokit graph ("format": "ppokit-graph") nor a ComfyUI workflow'
         " (UI format with 'nodes' and 'links', or API format with 'class_type' entries)"
     )
+
+
+def map_envs(graph: Graph, env_map: dict[str, str] | None) -> Graph:
+    """Env ids replaced per `env_map` (EnvNode's env_id, as written or by alias)."""
+    if not env_map:
+        return graph
+    for nd in graph.nodes.values():
+        if nd.type != "EnvNode":
+            continue
+        for key in ("env_id", *ENV_ID_ALIASES):
+            if isinstance(nd.params.get(key), str) and nd.params[key] in env_map:
+                nd.params[key] = env_map[nd.params[key]]
+    return graph
+
+
+def parse_env_map(items: list[str] | None) -> dict[str, str]:
+    """["IsaacGymCartpole=CartPole-v1", ...] -> {"IsaacGymCartpole": "CartPole-v1"}."""
+    out = {}
+    for item in items or []:
+        name, sep, env_id = item.partition("=")
+        if not sep or not name.strip() or not env_id.strip():
+            raise GraphError(
+                f"--env-map {item!r}: expected NAME=ENV_ID, e.g. IsaacGymCartpole=CartPole-v1"
+            )
+        out[name.strip()] = env_id.strip()
+    return out
 
 
 def param_value(p: Param | None, value: Any) -> Any:
@@ -224,18 +288,39 @@ def param_value(p: Param | None, value: Any) -> Any:
     return C.parse_cli_value(value)
 
 
-def _params_from_widgets(cls: type[Node] | None, values: Any, node_id: str) -> dict[str, Any]:
+def _params_from_widgets(
+    cls: type[Node] | None, values: Any, node_id: str, names: list[str] | None = None
+) -> dict[str, Any]:
+    """Params from a node's widget values: by name where the file names them (a dict, or the
+    widget names of the node's `inputs`), else by position in the definitions' order."""
     if values is None:
         return {}
     if isinstance(values, dict):
         if cls is None:
             return dict(values)
         return {k: param_value(cls.spec.param(k), v) for k, v in values.items()}
-    if cls is None:
-        return {"widgets_values": list(values)}
-    params: dict[str, Any] = {}
-    order = widget_params(cls)
     values = list(values)
+    named = _named_values(names, values) if names else None
+    if cls is None:  # an unknown type (DNNE's: renamed later, else refused by validation)
+        if named is not None or not values:
+            return dict(named or {})
+        return {"widgets_values": values}
+    if named is not None:
+        params = {}
+        for name, value in named.items():
+            p = cls.spec.param(name)
+            value = param_value(p, value)
+            if p is None or p.required or value != p.default:  # unknown names: validation says
+                params[name] = value
+        return params
+    if values:
+        note(
+            f"node {node_id} ({cls.spec.type}): its widget values carry no names; read by"
+            " position in ppokit's widget order (check the params: `ppokit graph export"
+            " workflow.json -o graph.json` shows them)"
+        )
+    params = {}
+    order = widget_params(cls)
     i = 0
     for p in order:
         if i >= len(values):
@@ -248,6 +333,26 @@ def _params_from_widgets(cls: type[Node] | None, values: Any, node_id: str) -> d
         if value is not REQUIRED and (value != p.default or p.required):
             params[p.name] = value
     return params
+
+
+def note(message: str) -> None:
+    """A warning that does not stop the import (one line on stderr)."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+def _named_values(names: list[str], values: list) -> dict[str, Any] | None:
+    """Widget names (in widget order) zipped with their values, skipping ComfyUI's "control
+    after generate" value after a seed; None when the counts do not match."""
+    out: dict[str, Any] = {}
+    i = 0
+    for name in names:
+        if i >= len(values):
+            return None
+        out[name] = values[i]
+        i += 1
+        if name in ("seed", "noise_seed") and i < len(values) and values[i] in SEED_CONTROL:
+            i += 1
+    return out if i == len(values) else None
 
 
 def _link_table(data: dict, where: str) -> dict[int, tuple[Any, Any]]:
@@ -300,7 +405,12 @@ def _from_ui(data: dict, where: str) -> Graph:
             continue
         node_id = str(n["id"])
         cls = node_class(n["type"])
-        params = _params_from_widgets(cls, n.get("widgets_values"), node_id)
+        names = [
+            i["widget"]["name"]
+            for i in n.get("inputs") or []
+            if isinstance(i.get("widget"), dict) and "name" in i["widget"]
+        ]
+        params = _params_from_widgets(cls, n.get("widgets_values"), node_id, names)
         inputs: dict[str, str] = {}
         for entry in n.get("inputs") or []:
             link_id = entry.get("link")
@@ -348,7 +458,14 @@ def _from_ui(data: dict, where: str) -> Graph:
             inputs[name] = src
         meta = {k: n[k] for k in ("title", "pos") if k in n}
         nodes[node_id] = NodeDef(node_id, n["type"], params, inputs, meta)
-    return Graph(nodes, {}, where, issues)
+    return Graph(nodes, graph_settings(data), where, issues)
+
+
+def graph_settings(workflow: Any) -> dict[str, Any]:
+    """The ppokit graph settings a UI workflow carries in `extra.ppokit` (seed, name, ...)."""
+    extra = workflow.get("extra") if isinstance(workflow, dict) else None
+    settings = extra.get("ppokit") if isinstance(extra, dict) else None
+    return dict(settings) if isinstance(settings, dict) else {}
 
 
 def _from_api(data: dict, where: str) -> Graph:
@@ -363,11 +480,17 @@ def _from_api(data: dict, where: str) -> Graph:
                 src = data.get(src_id)
                 src_cls = node_class(src["class_type"]) if src else None
                 outputs = [o.name for o in src_cls.spec.outputs] if src_cls else []
+                if src is not None:  # DNNE's types name their outputs in their own order
+                    outputs = dnne.output_names(src["class_type"]) or outputs
                 port = outputs[slot] if 0 <= slot < len(outputs) else f"output_{slot}"
                 inputs[name] = f"{src_id}.{port}"
             else:
                 p = cls.spec.param(name) if cls else None
-                params[name] = param_value(p, value)
+                value = param_value(p, value)
+                # A widget left at its default is a param not given (as in the UI format), so
+                # "the one given wins" rules (minibatch_size / num_minibatches) see what was set.
+                if p is None or p.required or value != p.default:
+                    params[name] = value
         meta = (
             {"title": n["_meta"]["title"]}
             if isinstance(n.get("_meta"), dict) and "title" in n["_meta"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from ppokit.config import parse_cli_value
 from ppokit.nodes import comfyui, reference
+from ppokit.nodes import runtime as rt
 from ppokit.nodes.errors import GraphError, GraphValidationError
 from ppokit.nodes.executor import run_program
 from ppokit.nodes.export import write_script
@@ -37,8 +38,12 @@ def apply_sets(graph: Graph, sets: list[str]) -> None:
         graph.nodes[node].params[param] = value
 
 
+def read(ns: argparse.Namespace) -> Graph:
+    return load_graph(ns.graph, env_map=dict(getattr(ns, "env_map", None) or []))
+
+
 def cmd_validate(ns: argparse.Namespace) -> int:
-    graph = load_graph(ns.graph)
+    graph = read(ns)
     analysis = analyse(graph)
     if analysis.issues:
         raise GraphValidationError(analysis.issues, ns.graph)
@@ -48,21 +53,30 @@ def cmd_validate(ns: argparse.Namespace) -> int:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    graph = load_graph(ns.graph)
+    graph = read(ns)
     apply_sets(graph, ns.set)
     if ns.seed is not None:
         graph.settings["seed"] = ns.seed
     program = build_program(graph)
-    result = run_program(program, ns.out, ns.device, ns.quiet)
+    result = run_program(program, ns.out, ns.device, ns.quiet, ns.overwrite)
     for line in format_results(result.results):
         print(line)
     print(f"output directory: {result.out_dir}")
-    return 0
+    return 130 if rt.interrupted() else 0  # as `ppokit train` after Ctrl-C
 
 
 def cmd_export(ns: argparse.Namespace) -> int:
-    graph = load_graph(ns.graph)
+    graph = read(ns)
     out = Path(ns.out)
+    if out.name.endswith(".comfyui.json"):  # a workflow the ComfyUI editor (ppokit studio) opens
+        from ppokit.nodes.comfyui_export import to_ui_workflow
+        from ppokit.outputs import output_file, write_text
+
+        write_text(
+            output_file(out, "workflow"), json.dumps(to_ui_workflow(graph), indent=1), "workflow"
+        )
+        print(f"ComfyUI workflow written to {out} ({len(graph.nodes)} nodes)")
+        return 0
     if out.suffix == ".json":
         save_graph(graph, out)
         print(f"graph written to {out} ({len(graph.nodes)} nodes)")

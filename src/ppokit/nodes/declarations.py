@@ -104,6 +104,9 @@ class Param:
     lt: float | None = None
     aliases: tuple[str, ...] = ()
     config: str | None = None
+    # Declared after ComfyUI workflows were saved with positional widget values: ComfyUI lists
+    # it after every other widget, so those workflows keep their values.
+    late: bool = False
 
     @property
     def required(self) -> bool:
@@ -218,6 +221,7 @@ def config_param(
     help: str | None = None,
     type: Any = None,
     aliases: tuple[str, ...] = (),
+    late: bool = False,
 ) -> Param:
     """A Param that sets `config_field` (e.g. "algo.clip_coef"): the field's range always (a node
     param accepts the values the config field accepts), its type, default and help unless given
@@ -236,4 +240,5 @@ def config_param(
         lt=rng.lt,
         aliases=aliases,
         config=config_field,
+        late=late,
     )

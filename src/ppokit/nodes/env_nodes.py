@@ -100,7 +100,8 @@ class EnvNode(Node):
         cfg = self.config()
         try:
             obs_space, act_space = env_spaces(cfg)
-            observation_dim(obs_space)
+            if not isinstance(obs_space, gym.spaces.Dict):  # dict obs: the agent checks its keys
+                observation_dim(obs_space)
         except EnvError as e:
             ctx.error("params.env_id", "bad_env", str(e))
             return

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ppokit.nodes import runtime as rt
 from ppokit.nodes.errors import GraphRunError
 from ppokit.nodes.files import load_graph
 from ppokit.nodes.graph import Graph
 from ppokit.nodes.program import Program, build_program
 from ppokit.outputs import new_run_dir
+from ppokit.trainer import install_stop_handlers, restore_handlers
 
 
 @dataclass
@@ -45,7 +47,9 @@ def run_program(
     out_dir: str | Path | None = None,
     device: str | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
+    """Run the program into `out_dir`; `overwrite`: move a run already there aside."""
     graph = program.graph
     out = (
         Path(out_dir)
@@ -53,10 +57,15 @@ def run_program(
         else new_run_dir("runs", graph.name, program.analysis.settings["seed"])
     )
     namespace = load_program(program)
+    rt.set_overwrite(overwrite)
+    # Ctrl-C / SIGTERM: trainers end after their update and write their checkpoint (main thread)
+    handlers = install_stop_handlers(rt.request_stop)
     try:
         results = namespace["run"](out_dir=out, device=device, quiet=quiet)
     except Exception as e:
         raise attribute(program, e) from e
+    finally:
+        restore_handlers(handlers)
     return RunResult(out, results, program)
 
 

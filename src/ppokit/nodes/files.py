@@ -10,16 +10,19 @@ from ppokit.nodes import comfyui
 from ppokit.nodes.graph import Graph, dumps, from_native, is_native, read_json
 
 
-def load_graph(source: str | Path | dict, name: str | None = None) -> Graph:
+def load_graph(
+    source: str | Path | dict, name: str | None = None, env_map: dict[str, str] | None = None
+) -> Graph:
     """Read a graph: a path, or already parsed JSON. Native graphs and ComfyUI/DNNE workflows
-    (UI format and API-prompt format) are accepted; the latter are converted by port name."""
+    (UI format and API-prompt format) are accepted; the latter are converted by port name.
+    `env_map` replaces the env ids EnvNodes name ({"IsaacGymCartpole": "CartPole-v1"})."""
     if isinstance(source, (str, Path)):
         data, where = read_json(source), str(source)
     else:
         data, where = source, name
     if is_native(data):
-        return from_native(data, where)
-    return comfyui.from_comfyui(data, where)
+        return comfyui.map_envs(from_native(data, where), env_map)
+    return comfyui.from_comfyui(data, where, env_map)
 
 
 def save_graph(graph: Graph, path: str | Path) -> None:

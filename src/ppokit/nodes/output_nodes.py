@@ -26,9 +26,17 @@ def _checkpoint_state(e: Emitter, trainer_id: str) -> str:
     return f"{e.prefix_of(trainer_id)}.checkpoint_state()"
 
 
-def _schedule(node: Node, e: Emitter, action: Callable[[str], list[str]], result: str) -> None:
+def _schedule(
+    node: Node,
+    e: Emitter,
+    action: Callable[[str], list[str]],
+    result: str,
+    at_end_also: tuple[str, ...] = (),
+    at_end_unless: str | None = None,
+) -> None:
     """`action(when)` on triggers (every n-th) and at the end, as the node's params say;
-    `result` is the variable it sets (None until it first runs)."""
+    `result` is the variable it sets (None until it first runs). At the end `at_end_also`
+    follows, and both are skipped when `at_end_unless` is true."""
     trigger = e.inp("trigger")
     if trigger is not None:
         e.setup(f"{result} = None")
@@ -42,10 +50,13 @@ def _schedule(node: Node, e: Emitter, action: Callable[[str], list[str]], result
         else:
             body += [f"    {a}" for a in steps]
         e.tick(*body)
-    elif not node.params["at_end"]:
+    elif not node.params["at_end"] or at_end_unless:
         e.setup(f"{result} = None")
     if node.params["at_end"]:
-        e.final(*action('"end of run"'))
+        lines = [*action('"end of run"'), *at_end_also]
+        if at_end_unless:
+            lines = [f"if not {at_end_unless}:", *(f"    {line}" for line in lines)]
+        e.final(*lines)
 
 
 def _trained_agent(ctx: InferContext) -> tuple[Node, str | None] | None:
@@ -86,7 +97,7 @@ class EvaluateNode(Node):
     )
 
     def infer(self, ctx: InferContext) -> None:
-        agent, _ = _trained_agent(ctx)
+        agent, self.trainer = _trained_agent(ctx)
         env = ctx.input("env")
         env_node = ctx.other(env.env)
         if agent.observation_space.shape != env_node.observation_space.shape:
@@ -122,8 +133,32 @@ class EvaluateNode(Node):
                 f"rt.report({literal(self.id)}, rt.eval_line({result}), {when})",
             ],
             result,
+            # the run's eval.json, as `ppokit train` writes it; no final evaluation after Ctrl-C
+            at_end_also=(f"{e.prefix_of(self.trainer)}.write_eval({result})",)
+            if self.trainer is not None
+            else (),
+            at_end_unless="rt.interrupted()",
         )
         e.final(f"results[{literal(self.id)}] = {result}")
+
+
+def _check_output_path(ctx: InferContext, path: str, what: str) -> None:
+    """An output file that cannot be written is a validation error, found before training
+    rather than after it. A relative path lands in the run's output directory, which the run
+    claims (and checks) before training starts; an absolute one is checked here."""
+    from pathlib import Path
+
+    from ppokit.errors import OutputError
+    from ppokit.outputs import output_file
+
+    if not path.strip():
+        ctx.error("params.path", "not_writable", f"{what} path is empty; give a file name")
+        return
+    if Path(path).is_absolute():
+        try:
+            output_file(path, what)
+        except OutputError as e:
+            ctx.error("params.path", "not_writable", str(e))
 
 
 @register
@@ -159,6 +194,7 @@ class SaveCheckpointNode(Node):
             )
             return
         self.trainer = trainer
+        _check_output_path(ctx, self.params["path"], "checkpoint")
 
     def emit(self, e: Emitter) -> None:
         state = _checkpoint_state(e, self.trainer)
@@ -206,6 +242,7 @@ class ExportPolicyNode(Node):
             )
             return
         self.trainer = trainer
+        _check_output_path(ctx, self.params["path"], f"{self.params['format']} export")
 
     def emit(self, e: Emitter) -> None:
         state = _checkpoint_state(e, self.trainer)

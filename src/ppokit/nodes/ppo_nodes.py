@@ -15,9 +15,9 @@ from typing import Literal
 import gymnasium as gym
 
 from ppokit import config as C
-from ppokit.config import AlgoConfig, PolicyConfig, TrainConfig
+from ppokit.config import AlgoConfig, LogConfig, PolicyConfig, TrainConfig
 from ppokit.errors import ConfigError, EnvError
-from ppokit.nn.actor_critic import make_distribution, observation_dim
+from ppokit.nn.actor_critic import make_distribution, observation_dim, observation_groups
 from ppokit.nodes.base import Node, PortSpec, register
 from ppokit.nodes.declarations import (
     DONES,
@@ -50,6 +50,10 @@ def _action_size(space: gym.Space) -> int:
     return int(space.shape[0]) if space.shape else 1
 
 
+_MEMORY = ("memory", "memory_hidden", "memory_layers", "critic_memory")
+_DICT_OBS = ("encoders", "actor_keys", "critic_keys")
+
+
 @register
 class PPOAgentNode(Node):
     spec = NodeSpec(
@@ -57,7 +61,8 @@ class PPOAgentNode(Node):
         category="RL/PPO",
         description=(
             "An actor-critic (ppokit's ActorCritic: observation normalizer, separate actor and"
-            " critic MLPs, Gaussian or categorical head) that acts on the observations each"
+            " critic MLPs, per-key encoders for dict observations, an optional GRU/LSTM core,"
+            " Gaussian or categorical head) that acts on the observations each"
             " tick. When a PPOTrainerNode trains its model, acting goes through PPO.act, which"
             " stores the step in the rollout."
         ),
@@ -125,6 +130,9 @@ class PPOAgentNode(Node):
                 " k ticks",
                 ge=1,
             ),
+            # Recurrent policies and dict observations: the PolicyConfig fields `ppokit train`
+            # reads, declared late (after every other widget in ComfyUI's order).
+            *(config_param(f"policy.{name}", late=True) for name in _MEMORY + _DICT_OBS),
         ),
     )
 
@@ -141,6 +149,7 @@ class PPOAgentNode(Node):
             rescale_actions=p["rescale_actions"],
             normalize_obs=p["normalize_observations"],
             obs_clip=p["obs_clip"],
+            **{name: p[name] for name in _MEMORY + _DICT_OBS},
         )
 
     def infer(self, ctx: InferContext) -> None:
@@ -148,11 +157,21 @@ class PPOAgentNode(Node):
         obs = ctx.input("observations")
         assert obs is not None
         try:
-            obs_dim = observation_dim(obs.space)
-        except EnvError as e:
+            if isinstance(obs.space, gym.spaces.Dict):  # keys and encoders: the model's checks
+                observation_groups(obs.space, self.policy_config())
+                obs_dim = None
+            else:
+                obs_dim = observation_dim(obs.space)
+        except (EnvError, ConfigError) as e:
             ctx.error("inputs.observations", "space_mismatch", str(e))
             return
-        if p["input_size"] is not None and p["input_size"] != obs_dim:
+        if obs_dim is None and p["input_size"] is not None:
+            ctx.error(
+                "params.input_size",
+                "size_mismatch",
+                "the observations are a dict; input_size applies to flat observations",
+            )
+        elif p["input_size"] is not None and p["input_size"] != obs_dim:
             ctx.error(
                 "params.input_size",
                 "size_mismatch",
@@ -269,6 +288,8 @@ _NAMED = (
     config_param("algo.ent_coef", "entropy_coef", aliases=("ent_coef",)),
     config_param("algo.max_grad_norm"),
 )
+# Weights & Biases, as `ppokit train --log.wandb true` logs (the run directory's RunLogger).
+_WANDB = ("wandb", "wandb_project", "wandb_mode")
 # Declared after _REST, where they were as env.* fields (ComfyUI stores widget values by position).
 _REWARDS = ("algo.scale_rewards", "algo.reward_clip")
 _MAPPED = {p.config for p in _NAMED} | set(_REWARDS)
@@ -317,6 +338,9 @@ class PPOTrainerNode(Node):
                 "print a progress line every this many updates (0: never)",
                 ge=0,
             ),
+            config_param("log.checkpoint_every", late=True),
+            config_param("log.keep_checkpoints", late=True),
+            *(config_param(f"log.{name}", late=True) for name in _WANDB),
         ),
     )
 
@@ -434,6 +458,8 @@ class PPOTrainerNode(Node):
             torch_threads=ctx.setting("torch_threads"),
         )
         cfg.log.episode_window = p["episode_window"]
+        for name in ("checkpoint_every", "keep_checkpoints", *_WANDB):
+            setattr(cfg.log, name, p[name])
         try:
             C.validate(cfg)
         except ConfigError as e:
@@ -447,6 +473,8 @@ class PPOTrainerNode(Node):
 
     def emit(self, e: Emitter) -> None:
         e.imports("from ppokit.config import AlgoConfig, EnvConfig, PolicyConfig, TrainConfig")
+        if self.cfg.log != LogConfig():
+            e.imports("from ppokit.config import LogConfig")
         t, cfg, k = e.p, self.cfg, self.act_every
         cfg_args = [
             f"env={config_call('EnvConfig', cfg.env, ENV_SHOWN, 8)}",
@@ -455,9 +483,16 @@ class PPOTrainerNode(Node):
             f"total_steps={cfg.total_steps}",
             f"seed={cfg.seed}",
         ]
+        if cfg.log != LogConfig():  # episode window, checkpoints
+            cfg_args.insert(3, f"log={config_call('LogConfig', cfg.log, (), 8)}")
         args = [literal(self.id), e.prefix_of(self.agent), f"{t}_cfg", "device"]
         args += [f"act_every={k}"] if k > 1 else []
         args += [f"log_every={self.params['log_every']}"]
+        # The run directory `ppokit train` writes (config, metrics, TensorBoard, checkpoints/).
+        trainers = sum(n.type == "PPOTrainerNode" for n in e.analysis.nodes.values())
+        args += [f"run_dir=rt.run_dir_of(out, {literal(self.id)}, {trainers})"]
+        if self.evaluated(e):
+            args += ["evaluated=True"]
         e.setup(
             f"{t}_cfg = {call('TrainConfig', cfg_args, 100)}",
             f"{t} = {call('rt.NodeTrainer', args, len(t) + 3)}"
@@ -479,4 +514,16 @@ class PPOTrainerNode(Node):
             f"{t}.record({dones}, tick{'' if own else f', rewards={rewards}'})"
             f"  # the outcome of the agent's actions{'' if k == 1 else f'; one transition per {k} ticks'}"
         )
+        e.end(f"{t}.end()  # the final checkpoint: checkpoints/latest.pt")
         e.final(f"results[{literal(self.id)}] = {t}.summary()")
+        e.teardown(f"{t}.close()")
+
+    def evaluated(self, e: Emitter) -> bool:
+        """Whether an EvaluateNode evaluates this trainer's model at the end (eval.json)."""
+        return any(
+            n.type == "EvaluateNode"
+            and n.params["at_end"]
+            and e.analysis.trainer_of(e.analysis.resolved.links[n.id]["model"].node) == self.id
+            for n in e.analysis.nodes.values()
+            if "model" in e.analysis.resolved.links.get(n.id, {})
+        )

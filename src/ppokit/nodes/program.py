@@ -309,6 +309,11 @@ class Emitter:
     def final(self, *lines: str) -> None:
         self.builder.add("final", self.node.id, lines)
 
+    def end(self, *lines: str) -> None:
+        """Statements right after the last tick, before any node's `final` ones (a trainer's
+        final checkpoint holds the state the loop ended with, as `ppokit train`'s does)."""
+        self.builder.add("end", self.node.id, lines)
+
     def teardown(self, *lines: str) -> None:
         self.builder.add("teardown", self.node.id, lines)
 
@@ -322,7 +327,7 @@ class Span:
     first: int
     last: int
     node: str
-    phase: str  # setup | tick | final | teardown
+    phase: str  # setup | tick | final (end and final) | teardown
 
 
 @dataclass
@@ -352,6 +357,7 @@ class Builder:
         self.sections: dict[str, list[Block]] = {
             "setup": [],
             "tick": [],
+            "end": [],
             "final": [],
             "teardown": [],
         }
@@ -513,6 +519,7 @@ def assemble(graph: Graph, analysis: Analysis, b: Builder) -> Program:
     lines.append(f"{INDENT * 2}tick += 1")
     lines.append("")
     lines.append(f'{INDENT}results["ticks"] = tick')
+    emit_blocks(b.sections["end"], "final", 1)
     emit_blocks(b.sections["final"], "final", 1)
     emit_blocks(b.sections["teardown"], "teardown", 1)
     lines.append(f"{INDENT}return results")

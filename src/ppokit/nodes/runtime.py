@@ -29,14 +29,30 @@ import torch.nn.functional as F
 
 from ppokit import checkpoint as ckpt
 from ppokit.algo.ppo import PPO
-from ppokit.config import TrainConfig
+from ppokit.config import TrainConfig, to_dict
 from ppokit.device import resolve_device, seed_everything, set_threads
 from ppokit.envs.base import StepResult
 from ppokit.episodes import EpisodeTracker
+from ppokit.errors import RunDirError
+from ppokit.logging import RunLogger, check_wandb
 from ppokit.nn.actor_critic import ActorCritic
+from ppokit.nn.memory import reset_states
 from ppokit.outputs import new_run_dir, output_file
+from ppokit.trainer import (
+    install_stop_handlers,
+    metric_names,
+    prepare_run_dir,
+    restore_handlers,
+    write_checkpoint,
+    write_final_eval,
+)
 
-_state: dict[str, Any] = {"quiet": False, "t0": time.perf_counter()}
+# "stop": a stop was asked for (Ctrl-C, SIGTERM, the studio's interrupt): trainers end after
+# their current update and the run finishes as an interrupted `ppokit train` does (checkpoint).
+_state: dict[str, Any] = {"quiet": False, "t0": time.perf_counter(), "stop": False}
+# Called after every update of every trainer as observer(name, trainer, metrics): the studio
+# streams progress and curves through this.
+observers: list[Callable[[str, NodeTrainer, dict], None]] = []
 
 
 def start(seed: int, device: str, torch_threads: int | None, quiet: bool = False) -> torch.device:
@@ -47,7 +63,51 @@ def start(seed: int, device: str, torch_threads: int | None, quiet: bool = False
     seed_everything(seed)
     _state["quiet"] = quiet
     _state["t0"] = time.perf_counter()
+    _state["stop"] = False
     return resolved
+
+
+def request_stop(*_: Any) -> None:
+    """End the run after the current update of each trainer, with its checkpoints written (the
+    first Ctrl-C / SIGTERM); a second one stops at once."""
+    if _state["stop"]:
+        raise KeyboardInterrupt
+    _state["stop"] = True
+
+
+def interrupted() -> bool:
+    return bool(_state["stop"])
+
+
+def set_overwrite(overwrite: bool) -> None:
+    """`graph run --overwrite`: a run directory that holds a run is moved aside, not refused."""
+    _state["overwrite"] = overwrite
+
+
+def claim(run_dir: Path, cfg: TrainConfig) -> Any:
+    """Own `run_dir` (one owner per run dir, as `ppokit train`), refuse to write over a run in
+    it unless --overwrite, and write its config; returns the lock."""
+    try:
+        lock, moved = prepare_run_dir(
+            run_dir, cfg, True, _state.get("overwrite", False), "graph run"
+        )
+    except RunDirError as e:
+        if "already holds a run" not in str(e):
+            raise  # another process owns it: its own message says which
+        raise RunDirError(
+            f"run directory {str(run_dir)!r} already holds a run; replace it with `ppokit graph"
+            " run ... --overwrite` (the old run is moved aside, not deleted), continue it with"
+            f" `ppokit train --resume {run_dir}`, or choose another --out"
+        ) from None
+    if moved is not None and not _state["quiet"]:
+        print(f"--overwrite: the old run in {run_dir} was moved to {moved}", flush=True)
+    return lock
+
+
+def run_dir_of(out_dir: Path, trainer: str, trainers: int) -> Path:
+    """A trainer's run directory: the graph's output directory when it has one trainer, else
+    <out>/<trainer id>."""
+    return Path(out_dir) if trainers == 1 else Path(out_dir) / trainer
 
 
 def box(dim: int) -> gym.spaces.Box:
@@ -103,10 +163,17 @@ class PolicyOutput:
         return cls(model, observations, action, buffer.actions[t], buffer.log_probs[t])
 
     @classmethod
-    def explore(cls, model: ActorCritic, observations: torch.Tensor) -> PolicyOutput:
-        """Sample without storing anything (an agent that is not, or no longer, trained)."""
+    def explore(
+        cls, model: ActorCritic, observations: torch.Tensor, memory: Memory | None = None
+    ) -> PolicyOutput:
+        """Sample without storing anything (an agent that is not, or no longer, trained);
+        a recurrent model carries its state in `memory`."""
         with torch.no_grad():
-            step = model.act(observations)
+            if memory is None:
+                step = model.act(observations)
+            else:
+                step = model.act(observations, memory.get(model, observations))
+                memory.state = step.state
         return cls(model, observations, step.env_actions, step.actions, step.log_probs)
 
     @property
@@ -122,6 +189,34 @@ class PolicyOutput:
             if self.model.continuous:
                 return {"mean": params, "std": self.model.distribution.std().expand_as(params)}
             return {"logits": params}
+
+
+class Memory:
+    """The recurrent state of an agent acting outside a rollout (zeroed at episode ends by
+    `nn.memory.reset_states`, the one reset)."""
+
+    def __init__(self) -> None:
+        self.state: torch.Tensor | None = None
+
+    def get(self, model: ActorCritic, observations: Any) -> torch.Tensor | None:
+        if not model.recurrent:
+            return None
+        if self.state is None:
+            n = len(
+                next(iter(observations.values()))
+                if isinstance(observations, dict)
+                else observations
+            )
+            self.state = model.initial_state(n, self.device_of(model))
+        return self.state
+
+    @staticmethod
+    def device_of(model: ActorCritic) -> torch.device:
+        return next(model.parameters()).device
+
+    def reset(self, step: StepResult) -> None:
+        if self.state is not None:
+            self.state = reset_states(self.state, step.terminated | step.truncated)
 
 
 def actions_of(value: Any) -> torch.Tensor:
@@ -253,20 +348,36 @@ class NodeTrainer:
         device: torch.device,
         act_every: int = 1,
         log_every: int = 10,
+        run_dir: str | Path | None = None,
+        evaluated: bool = False,
     ) -> None:
         self.name, self.cfg, self.act_every, self.log_every = name, cfg, act_every, log_every
         self.steps_per_update = cfg.algo.num_steps * cfg.env.num_envs * act_every
         self.total_updates = math.ceil(cfg.total_steps / self.steps_per_update)
         self.ppo = PPO(model, cfg, device, self.total_updates)
+        self.ppo.reset_memory()  # recurrent agents: the envs were just reset
         self.episodes = EpisodeTracker(cfg.env.num_envs, cfg.log.episode_window, device)
         self.loss_info: dict[str, float] = {}
         self.window = Window() if act_every > 1 else None
         self.storing = True  # whether the agent's last action went into the rollout
+        self.memory = Memory()  # a recurrent agent's state once training is over
+        # The run directory `ppokit train` writes, through the Trainer's own helpers: config.yaml,
+        # metrics.csv and TensorBoard (RunLogger), checkpoints/ (update_N.pt, latest.pt), eval.json.
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.logger: RunLogger | None = None
+        self.lock: Any = None
+        if self.run_dir is not None:
+            check_wandb(cfg.log)  # a missing wandb or API key: one line, before files are written
+            self.lock = claim(self.run_dir, cfg)
+            names = metric_names(self.ppo, False, evaluated)
+            self.logger = RunLogger(self.run_dir, cfg.log, to_dict(cfg), self.run_dir.name, names)
+        self.t_update_end = time.perf_counter()
 
     @property
     def training(self) -> bool:
-        """Updates remain (the graph runs while any trainer is training)."""
-        return self.ppo.updates < self.total_updates
+        """Updates remain and no stop was asked for (the graph runs while any trainer is
+        training)."""
+        return self.ppo.updates < self.total_updates and not _state["stop"]
 
     @property
     def global_step(self) -> int:
@@ -277,13 +388,26 @@ class NodeTrainer:
         whether an update ran (the node's training_complete)."""
         if tick % self.act_every or not self.ppo.rollout_full:
             return False
+        t1 = time.perf_counter()
         self.episodes.add_rollout(self.ppo.buffer.rewards, self.ppo.buffer.dones)
         self.ppo.finish_rollout(next_obs)
-        self.loss_info = self.ppo.update() | self.episodes.metrics()
+        metrics = self.ppo.update() | self.episodes.metrics()
+        t2 = time.perf_counter()
+        sps = self.global_step / max(t2 - _state["t0"], 1e-9)
+        rollout_s, self.t_update_end = t1 - self.t_update_end, t2
+        metrics |= {"charts/SPS": sps, "time/rollout_s": rollout_s, "time/update_s": t2 - t1}
+        self.loss_info = metrics
         log_update(
-            self.name, self.ppo.updates, self.total_updates, self.global_step, self.loss_info,
+            self.name, self.ppo.updates, self.total_updates, self.global_step, metrics,
             self.log_every,
         )  # fmt: skip
+        if self.logger is not None:
+            self.logger.log(self.global_step, metrics)
+            every = self.cfg.log.checkpoint_every
+            if every and self.ppo.updates % every == 0 and self.ppo.updates < self.total_updates:
+                self.save()
+        for observer in observers:
+            observer(self.name, self, metrics)
         return True
 
     def act(self, model: ActorCritic, obs: torch.Tensor) -> PolicyOutput:
@@ -292,12 +416,15 @@ class NodeTrainer:
         self.storing = self.training
         if self.storing:
             return PolicyOutput.from_rollout(model, obs, self.ppo.act(obs), self.ppo.buffer)
-        return PolicyOutput.explore(model, obs)
+        if self.memory.state is None and model.recurrent:  # continue from the rollout's state
+            self.memory.state = self.ppo.memory_state
+        return PolicyOutput.explore(model, obs, self.memory)
 
     def record(self, step: StepResult, tick: int, rewards: torch.Tensor | None = None) -> None:
         """The outcome of the agent's last action (with `rewards` instead of the env's when a
         graph reshapes them); one transition per window for an agent acting every k ticks."""
         if not self.storing:
+            self.memory.reset(step)
             return
         step = step if rewards is None else with_rewards(step, rewards)
         if self.window is None:
@@ -311,6 +438,32 @@ class NodeTrainer:
         """A ppokit checkpoint (the layout `Trainer.state_dict` writes), so `ppokit train
         --resume`, `ppokit eval` and `ppokit.load_policy` read it."""
         return ckpt.training_state(self.cfg, self.ppo, self.global_step, self.episodes)
+
+    def save(self) -> Path | None:
+        """checkpoints/update_N.pt and latest.pt in the run directory (the Trainer's writer)."""
+        if self.run_dir is None:
+            return None
+        state = self.checkpoint_state()
+        return write_checkpoint(self.run_dir, state, self.ppo.updates, self.cfg.log)
+
+    def end(self) -> None:
+        """After the last tick: the final checkpoint, as `ppokit train` writes it."""
+        path = self.save()
+        if path is not None and _state["stop"] and not _state["quiet"]:
+            print(f"[{self.name}] interrupted: checkpoint written to {path}", flush=True)
+
+    def write_eval(self, result: dict) -> None:
+        """The final evaluation of this trainer's model: eval.json and its metrics row."""
+        if self.logger is not None and self.run_dir is not None:
+            write_final_eval(self.run_dir, self.logger, self.global_step, result)
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+            self.logger = None
+        if self.lock is not None:  # the run directory's ownership (ppokit.rundir)
+            self.lock.release()
+            self.lock = None
 
     def summary(self) -> dict:
         return {
@@ -392,7 +545,9 @@ def format_results(results: dict) -> list[str]:
     """One line per result of the run (evaluations, checkpoints, trainers)."""
     lines = []
     for name, value in results.items():
-        if isinstance(value, dict) and "mean_return" in value and "episodes" in value:
+        if value is None:  # an evaluation skipped after Ctrl-C
+            lines.append(f"{name}: skipped (interrupted)")
+        elif isinstance(value, dict) and "mean_return" in value and "episodes" in value:
             lines.append(f"{name}: {eval_line(value)}")
         elif isinstance(value, dict) and "updates" in value:
             ret = value.get("mean_return")
@@ -418,13 +573,18 @@ def main(run: Callable[..., dict], name: str, seed: int, device: str) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args()
     out = Path(args.out) if args.out else new_run_dir("runs", name, seed)
-    results = run(out_dir=out, device=args.device, quiet=args.quiet)
+    handlers = install_stop_handlers(request_stop)
+    try:
+        results = run(out_dir=out, device=args.device, quiet=args.quiet)
+    finally:
+        restore_handlers(handlers)
     for line in format_results(results):
         print(line)
     sys.stdout.flush()
 
 
 __all__ = [
+    "Memory",
     "NodeTrainer",
     "PolicyOutput",
     "Window",
@@ -438,10 +598,14 @@ __all__ = [
     "features",
     "final_observations",
     "format_results",
+    "interrupted",
     "log_update",
     "main",
+    "observers",
     "output_path",
     "report",
+    "request_stop",
+    "run_dir_of",
     "save_checkpoint",
     "start",
     "with_rewards",

@@ -56,7 +56,8 @@ CASES = {
     "node type ppokit cannot run": (
         set_type("env", "IsaacGymEnvNode"),
         "node 'env' (IsaacGymEnvNode) type: IsaacGymEnvNode cannot run in ppokit (Isaac Gym is"
-        " not supported); use EnvNode with a Gymnasium env id instead [unsupported_node_type]",
+        " not supported); use EnvNode with a Gymnasium env id (or run its task as one:"
+        " --env-map IsaacGymCartpole=CartPole-v1) instead [unsupported_node_type]",
     ),
     "unknown param": (
         set_param("agent", "hidden_size", [32]),
