@@ -221,7 +221,8 @@ def ant_xml(terrain: np.ndarray, cfg: LocomotionConfig, resolution: float) -> st
     # the plane beyond the heightfield, 2 cm below it so that the two do not both collide with a
     # foot on the heightfield's flat parts (contacts cost most of a step)
     plane = floor.group(0).replace('name="floor"', f'name="ground" group="{TERRAIN_GROUP}"')
-    plane = plane.replace('pos="0 0 0"', f'pos="0 0 {PLANE_Z}"')
+    plane = plane.replace('pos="0 0 0"', f'pos="{half_x} {half_y} {PLANE_Z}"')
+    plane = plane.replace('size="40 40 40"', f'size="{half_x + 50} {half_y + 50} 40"')
     xml = xml.replace(
         floor.group(0),
         f'<geom conaffinity="1" condim="3" group="{TERRAIN_GROUP}" hfield="terrain"'
