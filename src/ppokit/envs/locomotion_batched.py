@@ -69,11 +69,11 @@ class RewardScales:
 
     tracking_lin_vel: float = 1.0  # exp(-|cmd_xy - v_xy|^2 / tracking_sigma), heading frame
     tracking_ang_vel: float = 0.5  # exp(-(cmd_yaw - w_z)^2 / tracking_sigma)
-    lin_vel_z: float = -2.0  # body-frame vertical velocity^2
+    lin_vel_z: float = -0.5  # body-frame vertical velocity^2 (legged_gym: -2; the Ant bounces)
     ang_vel_xy: float = -0.05  # roll and pitch rates^2
     orientation: float = -1.0  # |gravity_xy in the body frame|^2 (0 when level)
     base_height: float = 0.0  # (torso height above the terrain - base_height_target)^2
-    torques: float = -2.0e-5  # sum of joint torques^2 (N m; gear 150 x action)
+    torques: float = -5.0e-6  # sum of joint torques^2 (N m; gear 150 x action)
     dof_acc: float = -2.5e-7  # sum of joint accelerations^2
     action_rate: float = -0.01  # |action - previous action|^2
     dof_pos_limits: float = -1.0  # how far joints are beyond their soft limits (rad)
