@@ -133,11 +133,15 @@ class OneAnt:
             v > 0.1 for name, v in zip(self.sensor, touch, strict=True) if name.startswith("body_")
         ]
         moving = np.linalg.norm(self.command[:2]) > 0.1
+        speed = np.linalg.norm(self.command[:2])
+        along = v_heading @ self.command[:2] / speed if speed > 0 else 0.0
+        progress = min(max(along, -speed), speed)
         lo, hi = self.model.jnt_range[1:, 0], self.model.jnt_range[1:, 1]
         mid, half = (lo + hi) / 2, (hi - lo) / 2 * r.soft_dof_pos_limit
         terms = {
             "tracking_lin_vel": math.exp(-np.sum((self.command[:2] - v_heading) ** 2) / 0.25),
             "tracking_ang_vel": math.exp(-((self.command[2] - yaw_rate) ** 2) / 0.25),
+            "lin_vel_progress": progress,
             "lin_vel_z": v_body[2] ** 2,
             "ang_vel_xy": w_body[0] ** 2 + w_body[1] ** 2,
             "orientation": gravity[0] ** 2 + gravity[1] ** 2,
@@ -213,7 +217,7 @@ def test_every_term_is_exercised_and_a_zero_scale_is_not_computed():
         *_, extras = env.step(a)
         seen |= {k for k, v in extras["terms"].items() if np.any(v != 0)}
     assert "torques" not in extras["terms"] and "stand_still" not in extras["terms"]
-    for term in ("tracking_lin_vel", "tracking_ang_vel", "lin_vel_z", "ang_vel_xy", "dof_acc"):
+    for term in ("tracking_lin_vel", "lin_vel_progress", "lin_vel_z", "ang_vel_xy", "dof_acc"):
         assert term in seen
 
 

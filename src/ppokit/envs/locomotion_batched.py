@@ -69,11 +69,15 @@ class RewardScales:
 
     tracking_lin_vel: float = 1.0  # exp(-|cmd_xy - v_xy|^2 / tracking_sigma), heading frame
     tracking_ang_vel: float = 0.5  # exp(-(cmd_yaw - w_z)^2 / tracking_sigma)
-    lin_vel_z: float = -0.5  # body-frame vertical velocity^2 (legged_gym: -2; the Ant bounces)
-    ang_vel_xy: float = -0.05  # roll and pitch rates^2
+    # not legged_gym's: velocity along the commanded direction, clipped to +-|cmd_xy| (0 for a
+    # standing command). The kernels alone give little signal far from the command, and short
+    # CPU runs settle on standing still without it (benchmarks/RESULTS.md)
+    lin_vel_progress: float = 1.0
+    lin_vel_z: float = -0.2  # body-frame vertical velocity^2 (legged_gym: -2; the Ant bounces)
+    ang_vel_xy: float = -0.02  # roll and pitch rates^2
     orientation: float = -1.0  # |gravity_xy in the body frame|^2 (0 when level)
     base_height: float = 0.0  # (torso height above the terrain - base_height_target)^2
-    torques: float = -5.0e-6  # sum of joint torques^2 (N m; gear 150 x action)
+    torques: float = -1.0e-6  # sum of joint torques^2 (N m; gear 150 x action)
     dof_acc: float = -2.5e-7  # sum of joint accelerations^2
     action_rate: float = -0.01  # |action - previous action|^2
     dof_pos_limits: float = -1.0  # how far joints are beyond their soft limits (rad)
@@ -522,6 +526,10 @@ class AntLocomotionBatched:
                 out[name] = np.exp(-error_xy / r.tracking_sigma)
             elif name == "tracking_ang_vel":
                 out[name] = np.exp(-error_yaw / r.tracking_sigma)
+            elif name == "lin_vel_progress":
+                speed = np.linalg.norm(cmd[:, :2], axis=1)
+                along = np.sum(k["v_heading"] * cmd[:, :2], axis=1) / np.maximum(speed, 1e-6)
+                out[name] = np.clip(along, -speed, speed)
             elif name == "lin_vel_z":
                 out[name] = k["v_body"][:, 2] ** 2
             elif name == "ang_vel_xy":
@@ -749,6 +757,7 @@ class AntLocomotionBatched:
 REWARD_TERMS = (
     "tracking_lin_vel",
     "tracking_ang_vel",
+    "lin_vel_progress",
     "lin_vel_z",
     "ang_vel_xy",
     "orientation",
