@@ -254,6 +254,14 @@ def test_falling_over_terminates_and_only_that_env_resets():
     assert np.linalg.norm(env.qpos[1, :2] - before[1, :2]) > 0.0
 
 
+def test_a_simulation_that_blows_up_terminates():
+    env = build()
+    env.reset(seed=2)
+    env.qvel[2] = 1e12  # MuJoCo resets it to the initial pose and warns
+    _, _, terminated, _, _ = env.step(torch.zeros(NUM_ENVS, 8))
+    assert terminated.tolist() == [False, False, True, False]
+
+
 def test_commands_resample_with_a_share_standing():
     env = build(
         num_envs=256, commands={"resample_time": 0.1, "standing_share": 0.25, "min_speed": 0.0}

@@ -54,6 +54,11 @@ SCAN_Y = np.linspace(-0.6, 0.6, 7).round(9)  # left
 TERRAIN_GROUP = 2
 PLANE_Z = -0.02  # the ground plane beyond the heightfield
 FEET = 4
+UNSTABLE = [
+    int(mujoco.mjtWarning.mjWARN_BADQPOS),
+    int(mujoco.mjtWarning.mjWARN_BADQVEL),
+    int(mujoco.mjtWarning.mjWARN_BADQACC),
+]
 TERRAIN_TYPES = ("rough", "slope", "stairs")
 
 
@@ -653,10 +658,14 @@ class AntLocomotionBatched:
         a = np.clip(actions.detach().cpu().numpy().astype(np.float64), -1.0, 1.0)
         self.ctrl[:] = a
         failed = np.zeros(self.num_envs, dtype=bool)
+        # MuJoCo resets a simulation whose state blew up (bad qpos/qvel/qacc) to the model's
+        # initial pose and counts a warning; such an env's episode ends here
+        unstable = self.batch.warning[:, UNSTABLE, 1].sum(1)
         try:
             self.batch.step(nstep=cfg.frame_skip)
         except SimulationError as e:  # those envs kept their state: end their episodes
             failed[e.ids] = True
+        failed |= self.batch.warning[:, UNSTABLE, 1].sum(1) > unstable
         self.steps += 1
         self.episode_steps += 1
         sensors = self.sensordata
