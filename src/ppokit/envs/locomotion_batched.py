@@ -730,10 +730,13 @@ class AntLocomotionBatched:
         )
 
     def _tensors(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return {
-            key: torch.as_tensor(v, dtype=torch.float32, device=self.device)
-            for key, v in obs.items()
-        }
+        """float32 tensors, one per key: views of one [N, total] tensor (a single conversion
+        and copy instead of one per key)."""
+        keys = list(obs)
+        flat = torch.from_numpy(np.concatenate([obs[k] for k in keys], 1, dtype=np.float32))
+        flat = flat.to(self.device)
+        parts = torch.split(flat, [obs[k].shape[1] for k in keys], dim=1)
+        return dict(zip(keys, parts, strict=True))
 
     # --- exact resume ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
