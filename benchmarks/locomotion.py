@@ -112,6 +112,21 @@ def run_batched(act, env_id: str, per_level: int, steps: int, seed: int, kwargs:
     return out
 
 
+def curriculum_levels(act, num_envs: int, steps: int, seed: int, kwargs: dict) -> np.ndarray:
+    """The terrain levels `num_envs` envs reach in `steps` steps of the training env's own
+    curriculum (pushes, noise and all) under `act`, from the initial levels: [levels] counts."""
+    from ppokit.envs.locomotion_batched import AntLocomotionBatched
+
+    env = AntLocomotionBatched(num_envs, max_episode_steps=1000, **kwargs)
+    obs = env.reset(seed=seed)
+    for _ in range(steps):
+        with torch.no_grad():
+            obs, _, terminated, truncated, _ = env.step(act(obs))
+        if hasattr(act, "episodes_ended"):
+            act.episodes_ended((terminated | truncated).numpy())
+    return np.bincount(env.levels, minlength=env.cfg.terrain.levels)
+
+
 def report_batched(policies: dict, env_id: str, args, kwargs: dict) -> None:
     seed = 10_000 + args.seed
     print(
@@ -134,6 +149,14 @@ def report_batched(policies: dict, env_id: str, args, kwargs: dict) -> None:
             cells = [f"{results[n][group][0]:.3f} / {results[n][group][1]:.3f}" for n in names]
             group = f"{group} ({results[names[-1]][group][2] / total:.0%})"
         print(f"| {group} | " + " | ".join(cells) + " |", flush=True)
+    if args.curriculum_steps:
+        print(
+            f"\nterrain levels of 64 envs after {args.curriculum_steps} steps of the training"
+            " curriculum (counts per level 0..top):"
+        )
+        for name, act in policies.items():
+            counts = curriculum_levels(act, 64, args.curriculum_steps, seed, kwargs)
+            print(f"  {name:26s} {counts.tolist()}", flush=True)
 
 
 def main() -> None:
@@ -148,6 +171,9 @@ def main() -> None:
     parser.add_argument("--env", help="with --baselines-only: the env id")
     parser.add_argument("--baselines-only", action="store_true")
     parser.add_argument("--envs-per-level", type=int, default=8, help="batched task")
+    parser.add_argument(
+        "--curriculum-steps", type=int, default=0, help="batched task: run the curriculum too"
+    )
     args = parser.parse_args()
 
     import yaml

@@ -282,11 +282,16 @@ def test_curriculum_promotes_and_demotes_by_tracking_success():
     env = build(terrain={"curriculum": True, "levels": 6})
     env.reset(seed=0)
     env.levels[:] = [2, 2, 5, 0]
-    env.episode_steps[:] = 100
+    env.track_steps[:] = 100  # steps with a moving command
     env.track_sum[:] = [95.0, 10.0, 95.0, 10.0]  # success 0.95, 0.1, 0.95 (top), 0.1 (bottom)
     env._update_levels(np.arange(NUM_ENVS))
     assert env.levels[0] == 3 and env.levels[1] == 1 and env.levels[3] == 0
     assert 0 <= env.levels[2] <= 5  # mastered the top level: a random level
+    # an episode of standing commands only is not judged
+    env.levels[:] = 2
+    env.track_steps[:] = 0
+    env._update_levels(np.arange(NUM_ENVS))
+    assert (env.levels == 2).all()
 
 
 def test_terrain_lookup_equals_mujoco_ray_casts():

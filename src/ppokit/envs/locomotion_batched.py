@@ -118,7 +118,7 @@ class TerrainConfig:
     curriculum: bool = True
     max_init_level: int = 1  # levels drawn in [0, max_init_level] at reset(seed)
     fixed_levels: list | None = None  # env i on level fixed_levels[i % len] (no curriculum)
-    promote_above: float = 0.8  # episode mean of the tracking_lin_vel kernel (0..1)
+    promote_above: float = 0.8  # episode mean of the tracking_lin_vel kernel (0..1), moving cmds
     demote_below: float = 0.5
     roughness: tuple[float, float] = (0.01, 0.08)  # noise amplitude (m) at level 0 .. top
     slope: tuple[float, float] = (0.0, 0.35)  # pyramid slope (rise / run)
@@ -343,6 +343,7 @@ class AntLocomotionBatched:
         "levels",
         "tiles",
         "track_sum",
+        "track_steps",
         "friction",
         "added_mass",
     )
@@ -405,6 +406,7 @@ class AntLocomotionBatched:
         self.levels = np.zeros(n, dtype=np.int64)
         self.tiles = np.zeros(n, dtype=np.int64)
         self.track_sum = np.zeros(n)
+        self.track_steps = np.zeros(n)
         self.friction = np.ones(n)
         self.added_mass = np.zeros(n)
         scales = asdict(cfg.rewards)
@@ -592,13 +594,17 @@ class AntLocomotionBatched:
 
     def _update_levels(self, ids: np.ndarray) -> None:
         """legged_gym's curriculum, judged by tracking: up a level after an episode that
-        tracked the planar command well, down after one that tracked it badly."""
+        tracked the planar command well, down after one that tracked it badly. Only the steps
+        with a moving command count (standing still would pass a standing command), and an
+        episode without any stays where it is."""
         t = self.cfg.terrain
         if not t.curriculum or t.fixed_levels is not None or len(ids) == 0:
             return
-        steps = np.maximum(self.episode_steps[ids], 1)
-        success = self.track_sum[ids] / steps
-        level = self.levels[ids] + (success > t.promote_above) - (success < t.demote_below)
+        judged = self.track_steps[ids] > 0
+        success = self.track_sum[ids] / np.maximum(self.track_steps[ids], 1)
+        up = judged & (success > t.promote_above)
+        down = judged & (success < t.demote_below)
+        level = self.levels[ids] + up - down
         top = t.levels - 1
         mastered = level > top
         level[mastered] = self.rng.integers(0, t.levels, int(mastered.sum()))
@@ -634,6 +640,7 @@ class AntLocomotionBatched:
         self.feet_air_time[ids] = 0.0
         self.last_contacts[ids] = False
         self.track_sum[ids] = 0.0
+        self.track_steps[ids] = 0.0
 
     # --- TensorSim ------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> dict[str, torch.Tensor]:
@@ -678,11 +685,15 @@ class AntLocomotionBatched:
         if cfg.rewards.only_positive_rewards:
             reward = np.clip(reward, 0.0, None)
         self._update_air_time(sensors)
+        # the curriculum's measure: the planar tracking kernel while the command moves
+        moving = np.linalg.norm(self.commands[:, :2], axis=1) > 0.1
         if "tracking_lin_vel" in terms:
-            self.track_sum += terms["tracking_lin_vel"]
+            kernel = terms["tracking_lin_vel"]
         else:
             err = np.sum((self.commands[:, :2] - k["v_heading"]) ** 2, axis=1)
-            self.track_sum += np.exp(-err / cfg.rewards.tracking_sigma)
+            kernel = np.exp(-err / cfg.rewards.tracking_sigma)
+        self.track_sum += kernel * moving
+        self.track_steps += moving
         finite = np.isfinite(self.qpos).all(1) & np.isfinite(self.qvel).all(1)
         upright = k["rot"][:, 2, 2] > 0.0
         height = k["height"]
