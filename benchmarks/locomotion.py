@@ -6,6 +6,7 @@ seeds: terrain, start, commands).
     python benchmarks/locomotion.py --checkpoint runs/ant-locomotion_s1_...  # compare a run
     python benchmarks/locomotion.py --checkpoint runs/ant-locomotion-batched_s1_...  # batched
     python benchmarks/locomotion.py --baselines-only --env ppokit/AntLocomotionBatched-v0
+    python benchmarks/locomotion.py --curve DIR   # every checkpoint in DIR: the learning curve
 
 On the batched task, `--envs-per-level` envs per terrain level run `--max-steps` steps each
 (episodes auto-reset; no curriculum, no pushes; observation noise as in training), and the
@@ -127,6 +128,41 @@ def curriculum_levels(act, num_envs: int, steps: int, seed: int, kwargs: dict) -
     return np.bincount(env.levels, minlength=env.cfg.terrain.levels)
 
 
+def load_model(path: str):
+    from ppokit import checkpoint as ckpt
+    from ppokit.config import from_dict
+    from ppokit.nn.actor_critic import ActorCritic
+
+    state = ckpt.load_checkpoint(path)
+    cfg = from_dict(state["config"])
+    env = gym.make(cfg.env.id, **cfg.env.kwargs)
+    model = ActorCritic(env.observation_space, env.action_space, cfg.policy)
+    env.close()
+    model.load_state_dict(state["ppo"]["model"])
+    model.eval()
+    return model, cfg, state["global_step"]
+
+
+def curve(directory: str, args) -> None:
+    """Tracking errors of every checkpoint (update_*.pt) in `directory`, deterministic."""
+    from pathlib import Path
+
+    paths = sorted(Path(directory).glob("update_*.pt"))
+    print(f"{'steps':>10s} {'planar m/s':>11s} {'yaw rad/s':>10s}  (all bins and levels)")
+    for path in paths[:: max(args.curve_every, 1)]:
+        model, cfg, step = load_model(str(path))
+        seed = 10_000 + args.seed
+        r = run_batched(
+            policy_fn(model, deterministic=True),
+            cfg.env.id,
+            args.envs_per_level,
+            args.max_steps,
+            seed,
+            cfg.env.kwargs,
+        )
+        print(f"{step:>10,d} {r['all'][0]:11.3f} {r['all'][1]:10.3f}", flush=True)
+
+
 def report_batched(policies: dict, env_id: str, args, kwargs: dict) -> None:
     seed = 10_000 + args.seed
     print(
@@ -174,6 +210,8 @@ def main() -> None:
     parser.add_argument(
         "--curriculum-steps", type=int, default=0, help="batched task: run the curriculum too"
     )
+    parser.add_argument("--curve", help="a folder of checkpoints: evaluate each (batched task)")
+    parser.add_argument("--curve-every", type=int, default=1, help="every k-th checkpoint")
     args = parser.parse_args()
 
     import yaml
@@ -185,6 +223,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     model, env_kwargs = None, {}
+    if args.curve:
+        curve(args.curve, args)
+        return
     if args.baselines_only:
         env_id = args.env or "ppokit/AntLocomotion-v0"
     elif args.train:
