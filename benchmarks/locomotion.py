@@ -1,8 +1,17 @@
-"""Command tracking on ppokit/AntLocomotion-v0: a trained policy against a random one and a
-standing one (zero action), over the same episodes (same seeds: terrain, start, commands).
+"""Command tracking on ppokit/AntLocomotion-v0 and ppokit/AntLocomotionBatched-v0: a trained
+policy against a random one and a standing one (zero action), over the same episodes (same
+seeds: terrain, start, commands).
 
     python benchmarks/locomotion.py --train ant-locomotion --steps 300000   # train, then compare
     python benchmarks/locomotion.py --checkpoint runs/ant-locomotion_s1_...  # compare a run
+    python benchmarks/locomotion.py --checkpoint runs/ant-locomotion-batched_s1_...  # batched
+    python benchmarks/locomotion.py --baselines-only --env ppokit/AntLocomotionBatched-v0
+    python benchmarks/locomotion.py --curve DIR   # every checkpoint in DIR: the learning curve
+
+On the batched task, `--envs-per-level` envs per terrain level run `--max-steps` steps each
+(episodes auto-reset; no curriculum, no pushes; observation noise as in training), and the
+errors are also reported per command bin (standing: a zero command; else the largest of |vx|,
+|vy| in m/s and |yaw rate| in rad/s names it forward, lateral or turning) and per terrain level.
 
 Per policy, means over all steps: planar tracking error |v_xy - cmd_xy| (m/s), yaw-rate error
 (rad/s), velocity along the commanded direction ("v along", m/s; standing still gives 0) next
@@ -57,6 +66,135 @@ def run_episodes(act, env_id: str, episodes: int, seed: int, max_steps: int) -> 
     return out
 
 
+BINS = ("forward", "lateral", "turning", "standing")
+
+
+def command_bins(commands: np.ndarray) -> np.ndarray:
+    """[N, 3] commands -> [N] index into BINS."""
+    dominant = np.argmax(np.abs(commands), axis=1)  # 0 forward, 1 lateral, 2 turning
+    return np.where(np.all(commands == 0, axis=1), 3, dominant)
+
+
+def run_batched(act, env_id: str, per_level: int, steps: int, seed: int, kwargs: dict) -> dict:
+    """`act(obs dict of [N, ...] tensors) -> actions [N, A]` on the batched task, every env on a
+    fixed level; per-step errors grouped by command bin and by level."""
+    from ppokit.envs.locomotion_batched import AntLocomotionBatched, TerrainConfig
+
+    levels = kwargs.get("terrain", {}).get("levels", TerrainConfig.levels)
+    terrain = {**kwargs.get("terrain", {}), "fixed_levels": list(range(levels))}
+    randomization = {**kwargs.get("randomization", {}), "push_interval": 0.0}
+    env = AntLocomotionBatched(
+        levels * per_level,
+        max_episode_steps=1000,
+        **{**kwargs, "terrain": terrain, "randomization": randomization},
+    )
+    obs = env.reset(seed=seed)
+    rows: dict[str, list] = {"xy": [], "yaw": [], "bin": [], "level": [], "ended": []}
+    for _ in range(steps):
+        with torch.no_grad():
+            actions = act(obs)
+        obs, _, terminated, truncated, extras = env.step(actions)
+        rows["xy"].append(extras["tracking_error_xy"])
+        rows["yaw"].append(extras["tracking_error_yaw"])
+        rows["bin"].append(command_bins(extras["command"]))
+        rows["level"].append(extras["terrain_level"])
+        rows["ended"].append(terminated.numpy())
+        if hasattr(act, "episodes_ended"):
+            act.episodes_ended((terminated | truncated).numpy())
+    data = {k: np.concatenate(v) for k, v in rows.items()}
+    out = {"all": (data["xy"].mean(), data["yaw"].mean(), len(data["xy"]))}
+    for b, name in enumerate(BINS):
+        sel = data["bin"] == b
+        out[name] = (data["xy"][sel].mean(), data["yaw"][sel].mean(), int(sel.sum()))
+    for level in range(levels):
+        sel = data["level"] == level
+        out[f"level {level}"] = (data["xy"][sel].mean(), data["yaw"][sel].mean(), int(sel.sum()))
+    out["falls per 1000 steps"] = 1000 * data["ended"].mean()
+    return out
+
+
+def curriculum_levels(act, num_envs: int, steps: int, seed: int, kwargs: dict) -> np.ndarray:
+    """The terrain levels `num_envs` envs reach in `steps` steps of the training env's own
+    curriculum (pushes, noise and all) under `act`, from the initial levels: [levels] counts."""
+    from ppokit.envs.locomotion_batched import AntLocomotionBatched
+
+    env = AntLocomotionBatched(num_envs, max_episode_steps=1000, **kwargs)
+    obs = env.reset(seed=seed)
+    for _ in range(steps):
+        with torch.no_grad():
+            obs, _, terminated, truncated, _ = env.step(act(obs))
+        if hasattr(act, "episodes_ended"):
+            act.episodes_ended((terminated | truncated).numpy())
+    return np.bincount(env.levels, minlength=env.cfg.terrain.levels)
+
+
+def load_model(path: str):
+    from ppokit import checkpoint as ckpt
+    from ppokit.config import from_dict
+    from ppokit.nn.actor_critic import ActorCritic
+
+    state = ckpt.load_checkpoint(path)
+    cfg = from_dict(state["config"])
+    env = gym.make(cfg.env.id, **cfg.env.kwargs)
+    model = ActorCritic(env.observation_space, env.action_space, cfg.policy)
+    env.close()
+    model.load_state_dict(state["ppo"]["model"])
+    model.eval()
+    return model, cfg, state["global_step"]
+
+
+def curve(directory: str, args) -> None:
+    """Tracking errors of every checkpoint (update_*.pt) in `directory`, deterministic."""
+    from pathlib import Path
+
+    paths = sorted(Path(directory).glob("update_*.pt"))
+    print(f"{'steps':>10s} {'planar m/s':>11s} {'yaw rad/s':>10s}  (all bins and levels)")
+    for path in paths[:: max(args.curve_every, 1)]:
+        model, cfg, step = load_model(str(path))
+        seed = 10_000 + args.seed
+        r = run_batched(
+            policy_fn(model, deterministic=True),
+            cfg.env.id,
+            args.envs_per_level,
+            args.max_steps,
+            seed,
+            cfg.env.kwargs,
+        )
+        print(f"{step:>10,d} {r['all'][0]:11.3f} {r['all'][1]:10.3f}", flush=True)
+
+
+def report_batched(policies: dict, env_id: str, args, kwargs: dict) -> None:
+    seed = 10_000 + args.seed
+    print(
+        f"{env_id}: {args.envs_per_level} envs per terrain level, {args.max_steps} steps each,"
+        f" seed {seed}; planar error m/s / yaw-rate error rad/s (share of steps):",
+        flush=True,
+    )
+    results = {}
+    for name, act in policies.items():
+        results[name] = run_batched(act, env_id, args.envs_per_level, args.max_steps, seed, kwargs)
+    names = list(results)
+    print("| group | " + " | ".join(names) + " |")
+    print("| --- |" + " ---: |" * len(names))
+    first = results[names[0]]
+    for group in first:
+        if group == "falls per 1000 steps":
+            cells = [f"{results[n][group]:.1f}" for n in names]
+        else:
+            total = first["all"][2]
+            cells = [f"{results[n][group][0]:.3f} / {results[n][group][1]:.3f}" for n in names]
+            group = f"{group} ({results[names[-1]][group][2] / total:.0%})"
+        print(f"| {group} | " + " | ".join(cells) + " |", flush=True)
+    if args.curriculum_steps:
+        print(
+            f"\nterrain levels of 64 envs after {args.curriculum_steps} steps of the training"
+            " curriculum (counts per level 0..top):"
+        )
+        for name, act in policies.items():
+            counts = curriculum_levels(act, 64, args.curriculum_steps, seed, kwargs)
+            print(f"  {name:26s} {counts.tolist()}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", help="preset to train first (e.g. ant-locomotion)")
@@ -66,6 +204,14 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="run directory or checkpoint to evaluate")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--max-steps", type=int, default=500)
+    parser.add_argument("--env", help="with --baselines-only: the env id")
+    parser.add_argument("--baselines-only", action="store_true")
+    parser.add_argument("--envs-per-level", type=int, default=8, help="batched task")
+    parser.add_argument(
+        "--curriculum-steps", type=int, default=0, help="batched task: run the curriculum too"
+    )
+    parser.add_argument("--curve", help="a folder of checkpoints: evaluate each (batched task)")
+    parser.add_argument("--curve-every", type=int, default=1, help="every k-th checkpoint")
     args = parser.parse_args()
 
     import yaml
@@ -76,7 +222,13 @@ def main() -> None:
     from ppokit.trainer import Trainer
 
     torch.set_num_threads(1)
-    if args.train:
+    model, env_kwargs = None, {}
+    if args.curve:
+        curve(args.curve, args)
+        return
+    if args.baselines_only:
+        env_id = args.env or "ppokit/AntLocomotion-v0"
+    elif args.train:
         overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
         cfg = load_config(
             args.train,
@@ -96,26 +248,34 @@ def main() -> None:
             f" {time.perf_counter() - start:.0f} s: {trainer.run_dir}",
             flush=True,
         )
-        model, env_id = trainer.model, cfg.env.id
+        model, env_id, env_kwargs = trainer.model, cfg.env.id, cfg.env.kwargs
     elif args.checkpoint:
         state = ckpt.load_checkpoint(args.checkpoint)
         cfg = from_dict(state["config"])
-        env = gym.make(cfg.env.id)
+        env = gym.make(cfg.env.id, **cfg.env.kwargs)
         model = ActorCritic(env.observation_space, env.action_space, cfg.policy)
         env.close()
         model.load_state_dict(state["ppo"]["model"])
-        env_id = cfg.env.id
+        env_id, env_kwargs = cfg.env.id, cfg.env.kwargs
     else:
-        parser.error("give --train PRESET or --checkpoint PATH")
-    model.eval()
+        parser.error("give --train PRESET, --checkpoint PATH or --baselines-only")
 
-    action_space = gym.spaces.Box(-1.0, 1.0, (8,), np.float32)
     rng = np.random.default_rng(0)
-    policies = {
-        "random": lambda obs: torch.as_tensor(rng.uniform(-1, 1, (1, 8)), dtype=torch.float32),
-        "standing (zero action)": lambda obs: torch.zeros(1, action_space.shape[0]),
-        "trained (deterministic)": policy_fn(model, deterministic=True),
-    }
+
+    def random_policy(obs):
+        n = len(next(iter(obs.values())))
+        return torch.as_tensor(rng.uniform(-1, 1, (n, 8)), dtype=torch.float32)
+
+    def standing(obs):
+        return torch.zeros(len(next(iter(obs.values()))), 8)
+
+    policies = {"random": random_policy, "standing (zero action)": standing}
+    if model is not None:
+        model.eval()
+        policies["trained (deterministic)"] = policy_fn(model, deterministic=True)
+    if env_id.startswith("ppokit/AntLocomotionBatched"):
+        report_batched(policies, env_id, args, env_kwargs)
+        return
     seed = 10_000 + args.seed  # episodes apart from the training ones
     print(f"{args.episodes} episodes of at most {args.max_steps} steps on {env_id}, seeds {seed}+:")
     print(

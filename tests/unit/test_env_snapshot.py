@@ -32,6 +32,7 @@ CASES = [
     (PENDULUM_ID, 12, False),
     (POINT_MASS_ID, 12, False),
     ("ppokit/AntLocomotion-v0", 10, False),
+    ("ppokit/AntLocomotionBatched-v0", 10, False),
 ]
 
 

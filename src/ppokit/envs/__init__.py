@@ -5,7 +5,7 @@ import gymnasium as gym
 from ppokit.envs import masked, reference  # noqa: F401  (reference registers its tasks)
 from ppokit.envs.base import StepResult, VecEnv
 from ppokit.envs.gym_env import GymVecEnv, check_env_id
-from ppokit.envs.torch_env import TorchVecEnv, is_torch_env, make_torch_env
+from ppokit.envs.torch_env import TorchVecEnv, is_torch_env, make_torch_env, register_torch_env
 
 masked.register()  # ppokit/CartPoleNoVel-v1, ppokit/PendulumNoVel-v1
 
@@ -21,6 +21,12 @@ for _id, _kwargs in (
             max_episode_steps=1000,
             kwargs=_kwargs,
         )
+# The batched locomotion task (envs/locomotion_batched.py), also by name.
+register_torch_env(
+    "ppokit/AntLocomotionBatched-v0",
+    "ppokit.envs.locomotion_batched:AntLocomotionBatched",
+    max_episode_steps=1000,
+)
 
 
 def make_env(cfg, device="cpu") -> VecEnv:
