@@ -81,3 +81,18 @@ def failing_compile(fn, **kwargs):
         raise RuntimeError("no backend")
 
     return call
+
+
+def run_ppokit(*args: str, cwd, timeout: float = 300):
+    """`python -m ppokit ARGS` in `cwd` with cli_env: the completed process, output as text."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "ppokit", *args],
+        cwd=cwd,
+        env=cli_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ppokit.cli import main
-from ppokit_testutil import cli_env
+from ppokit_testutil import cli_env, run_ppokit
 
 REPO = Path(__file__).resolve().parents[2]
 CARTPOLE = REPO / "examples" / "graphs" / "cartpole_ppo.json"
@@ -27,15 +27,8 @@ TINY = [
 ]  # fmt: skip
 
 
-def ppokit(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ppokit", *args],
-        cwd=cwd,
-        env=cli_env(cwd),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def ppokit(*args: str, cwd, timeout: float = 300):
+    return run_ppokit(*args, cwd=cwd, timeout=timeout)
 
 
 def bad_graph(tmp_path: Path) -> Path:

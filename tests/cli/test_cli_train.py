@@ -15,7 +15,7 @@ import torch
 
 from ppokit import checkpoint as ckpt
 from ppokit import config as C
-from ppokit_testutil import TINY_FLAGS, cli_env
+from ppokit_testutil import TINY_FLAGS, cli_env, run_ppokit
 
 METRIC_COLUMNS = [
     "global_step",
@@ -33,15 +33,8 @@ METRIC_COLUMNS = [
 ]
 
 
-def ppokit(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ppokit", *args],
-        cwd=cwd,
-        env=cli_env(cwd),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def ppokit(*args: str, cwd, timeout: float = 120):
+    return run_ppokit(*args, cwd=cwd, timeout=timeout)
 
 
 def read_metrics(run_dir: Path) -> tuple[list[str], list[dict]]:

@@ -16,18 +16,11 @@ from ppokit.cli import main
 from ppokit.errors import RunDirError
 from ppokit.rundir import RunLock
 from ppokit.trainer import Trainer
-from ppokit_testutil import TINY_FLAGS, cli_env, tiny_train_config
+from ppokit_testutil import TINY_FLAGS, cli_env, run_ppokit, tiny_train_config
 
 
-def ppokit(*args, cwd, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "ppokit", *args],
-        cwd=cwd,
-        env=cli_env(cwd),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def ppokit(*args: str, cwd, timeout: float = 300):
+    return run_ppokit(*args, cwd=cwd, timeout=timeout)
 
 
 def start_long_run(tmp_path, run_dir):
