@@ -36,6 +36,7 @@ from ppokit.config import (
 from ppokit.device import resolve_device, seed_everything, set_threads
 from ppokit.envs import VecEnv, make_env
 from ppokit.envs.external import adapt_external_env
+from ppokit.envs.snapshot import load_vec_env_state, vec_env_state
 from ppokit.episodes import EpisodeTracker
 from ppokit.errors import (
     CheckpointError,
@@ -48,7 +49,7 @@ from ppokit.evaluate import evaluate_model
 from ppokit.faults import StepWatchdog
 from ppokit.logging import Progress, RunLogger, check_wandb
 from ppokit.nn.actor_critic import ActorCritic
-from ppokit.observations import Obs
+from ppokit.observations import Obs, obs_map
 from ppokit.outputs import make_dir, new_run_dir, write_text
 from ppokit.rundir import RunLock, claim_run_dir
 
@@ -234,8 +235,9 @@ class Trainer:
         streams and env state, now. `env` is None, with the reason in `env_unsaved`, when the
         env cannot save its state (async subprocess envs, external simulators)."""
         env_state, unsaved = capture_env_state(self.env)
+        obs = obs if obs is not None else self._obs
         return {
-            "obs": _clone(obs if obs is not None else self._obs),
+            "obs": None if obs is None else obs_map(torch.clone, obs),
             "memory": self.ppo.memory_state.clone(),
             "rng": ckpt.rng_state(),
             "env": env_state,
@@ -286,13 +288,13 @@ class Trainer:
         if saved.get("env") is None or saved.get("obs") is None:
             return saved.get("env_unsaved") or "the checkpoint holds no env state"
         try:
-            restore_env_state(self.env, saved["env"])
+            load_vec_env_state(self.env, saved["env"])
         except (EnvStateUnsupported, EnvError) as e:
             return str(e)
         if saved["memory"].shape != self.ppo.memory_state.shape:
             return "the policy's memory has another shape"
         self.ppo.memory_state.copy_(saved["memory"].to(self.device))
-        self._obs = _to_device(saved["obs"], self.device)
+        self._obs = obs_map(lambda t: t.to(self.device), saved["obs"])
         return None
 
     def save_checkpoint(self, name: str | None = None, rollout: dict | None = None) -> Path:
@@ -787,25 +789,10 @@ def env_changes(saved: dict, now: dict) -> str:
 
 def capture_env_state(env: Any) -> tuple[Any, str | None]:
     """(the env's saved state, None), or (None, why it cannot be saved)."""
-    get_state = getattr(env, "get_state", None)
-    if get_state is None:
-        return None, f"{type(env).__name__} cannot save its state"
     try:
-        return get_state(), None
+        return vec_env_state(env), None
     except EnvStateUnsupported as e:
         return None, str(e)
-
-
-def restore_env_state(env: Any, state: Any) -> None:
-    env.set_state(state)
-
-
-def _clone(obs: Obs | None) -> Obs | None:
-    if obs is None:
-        return None
-    if isinstance(obs, dict):
-        return {k: v.clone() for k, v in obs.items()}
-    return obs.clone()
 
 
 def _to_cpu(value: Any) -> Any:
@@ -815,9 +802,3 @@ def _to_cpu(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_cpu(v) for k, v in value.items()}
     return value
-
-
-def _to_device(obs: Obs, device: torch.device) -> Obs:
-    if isinstance(obs, dict):
-        return {k: v.to(device) for k, v in obs.items()}
-    return obs.to(device)
