@@ -974,7 +974,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Training handles Ctrl-C itself (it checkpoints); this is one before or after it.
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
