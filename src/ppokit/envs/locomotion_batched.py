@@ -73,7 +73,9 @@ class RewardScales:
     whose scale is not 0 (a term at 0 is not computed). Signs are in the scales."""
 
     tracking_lin_vel: float = 1.0  # exp(-|cmd_xy - v_xy|^2 / tracking_sigma), heading frame
-    tracking_ang_vel: float = 0.5  # exp(-(cmd_yaw - w_z)^2 / tracking_sigma)
+    # exp(-(cmd_yaw - w_z)^2 / tracking_sigma); legged_gym: 0.5, which let the Ant trade yaw for
+    # planar speed (its yaw error grew past standing still's; benchmarks/RESULTS.md)
+    tracking_ang_vel: float = 1.0
     # not legged_gym's: velocity along the commanded direction, clipped to +-|cmd_xy| (0 for a
     # standing command). The kernels alone give little signal far from the command, and short
     # CPU runs settle on standing still without it (benchmarks/RESULTS.md)
