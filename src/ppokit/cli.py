@@ -12,6 +12,9 @@ from ppokit import config as C
 from ppokit.choices import BANDS, DEFAULT_METRIC, MUJOCO_TASKS
 from ppokit.errors import ConfigError, PPOKitError
 
+if typing.TYPE_CHECKING:
+    from ppokit.trainer import Trainer
+
 SHORTCUTS = {"--env": "env.id"}
 NOT_FLAGS = {"preset"}  # recorded in config.yaml; set with --preset
 
@@ -211,6 +214,12 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-episode-steps", type=int, help="override the env's time limit (truncation)"
     )
+    p.add_argument(
+        "--env-kwargs",
+        metavar="YAML",
+        help="env constructor arguments merged into the training run's (nested mappings merge"
+        " key by key), e.g. '{commands: {resample_time: 5.0}}'",
+    )
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
     p.add_argument(
         "--record",
@@ -363,24 +372,16 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from ppokit.trainer import Trainer
+    from ppokit.faults import HeldInterrupt
 
-    overrides = config_overrides(ns)
-    if ns.resume:
-        from ppokit.checkpoint import load_checkpoint
-
-        saved = C.from_dict(load_checkpoint(ns.resume)["config"], where="checkpoint config")
-        base = C.load_config(ns.preset, ns.config) if ns.preset or ns.config else saved
-        cfg = C.apply_overrides(base, overrides, "command-line overrides")
-        C.validate(cfg)
-        note = None
-    else:
-        cfg, note = resolve_config(ns.preset, ns.config, overrides)
-    if ns.print_config:
-        return print_config(cfg, note)
-    if note:
-        print(note, flush=True)
-    trainer = Trainer(cfg, run_dir=ns.run_dir, resume=ns.resume, overwrite=ns.overwrite)
+    # Ctrl-C while torch and MuJoCo import and the envs build is held, then stops the run at
+    # its first step boundary (an update-0 checkpoint), as one during training does.
+    with HeldInterrupt() as start_up:
+        trainer = build_trainer(ns)
+    if trainer is None:  # --print-config
+        return 0
+    if start_up.interrupted:
+        trainer.request_stop()
     if not trainer.is_main:  # torchrun: rank 0 reports for every rank
         return 130 if trainer.train().interrupted else 0
     print(f"run directory: {trainer.run_dir}", flush=True)
@@ -398,6 +399,29 @@ def cmd_train(ns: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def build_trainer(ns: argparse.Namespace) -> Trainer | None:
+    """The Trainer `ppokit train` asks for; None after --print-config has printed the config."""
+    from ppokit.trainer import Trainer
+
+    overrides = config_overrides(ns)
+    if ns.resume:
+        from ppokit.checkpoint import load_checkpoint
+
+        saved = C.from_dict(load_checkpoint(ns.resume)["config"], where="checkpoint config")
+        base = C.load_config(ns.preset, ns.config) if ns.preset or ns.config else saved
+        cfg = C.apply_overrides(base, overrides, "command-line overrides")
+        C.validate(cfg)
+        note = None
+    else:
+        cfg, note = resolve_config(ns.preset, ns.config, overrides)
+    if ns.print_config:
+        print_config(cfg, note)
+        return None
+    if note:
+        print(note, flush=True)
+    return Trainer(cfg, run_dir=ns.run_dir, resume=ns.resume, overwrite=ns.overwrite)
+
+
 def cmd_eval(ns: argparse.Namespace) -> int:
     from ppokit.evaluate import run_eval
 
@@ -408,6 +432,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         seed=ns.seed,
         env_id=ns.env,
         max_episode_steps=ns.max_episode_steps,
+        env_kwargs=ns.env_kwargs,
         json_path=ns.json,
         record_dir=ns.record,
         record_episodes=ns.record_episodes,

@@ -272,6 +272,35 @@ class ValueProbe:
 # ----------------------------------------------------------------------------------------------
 
 
+def parse_env_kwargs(value: str | dict | None) -> dict:
+    """--env-kwargs: a YAML mapping (or a dict from Python), else a one-line ConfigError."""
+    if value is None or isinstance(value, dict):
+        return dict(value or {})
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        problem = " ".join(str(e).split())
+        raise ConfigError(f"--env-kwargs is not valid YAML ({problem}): {value!r}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(
+            f"--env-kwargs must be a mapping such as '{{frame_skip: 4}}', got {value!r}"
+        )
+    return parsed
+
+
+def merge_kwargs(base: dict, extra: dict) -> dict:
+    """`extra` over `base`; where both hold a mapping under a key, merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_kwargs(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def run_eval(
     path: str | Path,
     episodes: int = 10,
@@ -279,6 +308,7 @@ def run_eval(
     seed: int = 0,
     env_id: str | None = None,
     max_episode_steps: int | None = None,
+    env_kwargs: str | dict | None = None,
     json_path: str | Path | None = None,
     record_dir: str | Path | None = None,
     record_episodes: int | None = None,
@@ -297,6 +327,7 @@ def run_eval(
         raise ConfigError(f"--record-episodes must be >= 1, got {record_episodes}")
     if max_episode_steps is not None and max_episode_steps < 1:
         raise ConfigError(f"--max-episode-steps must be >= 1, got {max_episode_steps}")
+    extra_kwargs = parse_env_kwargs(env_kwargs)
     if render and record_dir is not None:
         raise ConfigError("--render and --record cannot be combined (one render mode per env)")
     if render and not recording.has_display():
@@ -346,6 +377,8 @@ def run_eval(
         env_cfg = replace(env_cfg, id=env_id, kwargs={}, max_episode_steps=None)
     if max_episode_steps is not None:
         env_cfg = replace(env_cfg, max_episode_steps=max_episode_steps)
+    if extra_kwargs:
+        env_cfg = replace(env_cfg, kwargs=merge_kwargs(env_cfg.kwargs, extra_kwargs))
 
     observation_space, action_space = env_spaces(
         env_cfg.id, env_cfg.max_episode_steps, env_cfg.kwargs

@@ -1,5 +1,6 @@
 """What training does when something goes wrong mid-run: a watchdog for env steps that hang, the
-one-line description of a fault, and the run directory's error.log with the full traceback.
+one-line description of a fault, the run directory's error.log with the full traceback, and
+Ctrl-C held while training starts up.
 
 The policy it serves (docs/reliability.md): every stop leaves the last complete update saved,
 and the user reads one line naming the env, the env index, the vector step and the exception's
@@ -17,6 +18,35 @@ from pathlib import Path
 from ppokit.errors import EnvError, PPOKitError
 
 ERROR_LOG = "error.log"
+
+
+class HeldInterrupt:
+    """A Ctrl-C (SIGINT) during the block is held, not raised: `interrupted` says whether one
+    came; a second one raises KeyboardInterrupt at once. For the start of training, which
+    imports torch and MuJoCo and builds the envs: a KeyboardInterrupt raised inside an
+    extension's callback there can abort the process (pybind11 calls std::terminate) or be
+    swallowed by it, so that the run goes on as if no Ctrl-C had come. A no-op outside the main
+    thread."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous = None
+        self._installed = False
+
+    def __enter__(self) -> HeldInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._hold)
+            self._installed = True
+        return self
+
+    def _hold(self, *_: object) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    def __exit__(self, *_: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
 
 
 class EnvStepTimeout(EnvError):

@@ -382,8 +382,8 @@ class Trainer:
         TrainingStopped with one line naming it."""
         cfg = self.cfg
         # Ctrl-C from here on stops at the next step boundary with a checkpoint (an update-0 one
-        # when it comes during the start-up), so an interrupted run can always be resumed.
-        self.stop_requested = self._stop_pending = False
+        # when it comes during the start-up), so an interrupted run can always be resumed. A stop
+        # requested before (a Ctrl-C held while the Trainer was built) does the same.
         handlers = install_stop_handlers(self.request_stop)
         try:
             if self.resumed:

@@ -142,6 +142,24 @@ def test_record_halfcheetah_headless(tmp_path):
     assert video_info(videos / "episode_000.mp4") == (15, (480, 480))
 
 
+@pytest.mark.slow
+def test_record_batched_locomotion_with_env_kwargs(tmp_path):
+    """A batched torch task records through its one-env view (the camera follows the torso),
+    and --env-kwargs reaches the env: an unknown key there is the env's one-line error."""
+    run = train_tiny(
+        tmp_path / "runs", "ant", env_id="ppokit/AntLocomotionBatched-v0", total_steps=32
+    )
+    videos = tmp_path / "videos"
+    kwargs = "{commands: {resample_time: 0.04}, terrain: {fixed_levels: [3]}}"
+    args = ("eval", run, "--episodes", "1", "--max-episode-steps", "6", "--record", videos)
+    proc = _run_with_env({}, *args, "--env-kwargs", kwargs, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert_no_renderer_noise(proc.stderr)
+    assert video_info(videos / "episode_000.mp4") == (6, (360, 480))
+    bad = ppokit_cli(*args, "--env-kwargs", "{terrain: {level: 3}}", cwd=tmp_path)
+    assert_one_line_error(bad, "unexpected key 'level' in terrain", "fixed_levels")
+
+
 def _run_with_env(env: dict, *args, cwd: Path):
     """`ppokit ARGS` headless: no display, no XDG_RUNTIME_DIR, and no SDL or MuJoCo GL choice,
     except what `env` sets."""
@@ -178,11 +196,22 @@ def _run_with_env(env: dict, *args, cwd: Path):
             ["--record needs an env with render mode 'rgb_array'", "declares: none"],
         ),
         (
+            lambda run, tmp: [run, "--env-kwargs", "[1, 2]"],
+            ["--env-kwargs must be a mapping", "[1, 2]"],
+        ),
+        (
+            lambda run, tmp: [run, "--env-kwargs", "{g: [1"],
+            ["--env-kwargs is not valid YAML"],
+        ),
+        (
             lambda run, tmp: [run, "--json", tmp / "afile" / "eval.json"],
             ["cannot write eval JSON", "afile", "is a file, not a directory"],
         ),
     ],
-    ids=["no-checkpoint", "spaces-differ", "no-rgb-array", "unwritable-output"],
+    ids=[
+        "no-checkpoint", "spaces-differ", "no-rgb-array", "kwargs-not-a-mapping",
+        "kwargs-not-yaml", "unwritable-output",
+    ],
 )  # fmt: skip
 def test_bad_input_is_a_one_line_error(pendulum_run, tmp_path, make_args, fragments):
     """The issue's four kinds of bad input, each through the real command."""

@@ -24,6 +24,7 @@ import pytest
 
 from ppokit import checkpoint as ckpt
 from ppokit.algo.ppo import PPO
+from ppokit.faults import HeldInterrupt
 from ppokit.trainer import Trainer
 from ppokit_testutil import TINY_FLAGS, cli_env
 
@@ -101,6 +102,43 @@ def test_ctrl_c_as_training_starts_leaves_a_resumable_run(tiny_config, tmp_path,
     assert Trainer(tiny_config(), resume=tmp_path / "run").train().updates == 4
 
 
+def test_held_interrupt_holds_the_first_ctrl_c_and_raises_the_second():
+    before = signal.getsignal(signal.SIGINT)
+    with HeldInterrupt() as held:
+        sigint_self()
+        assert held.interrupted  # held: the code in the block went on
+        with pytest.raises(KeyboardInterrupt):
+            sigint_self()
+    assert signal.getsignal(signal.SIGINT) is before
+    with HeldInterrupt() as quiet:
+        pass
+    assert not quiet.interrupted
+
+
+def test_ctrl_c_while_the_trainer_builds_stops_at_update_0(tmp_path, monkeypatch, capsys):
+    """`ppokit train` holds a Ctrl-C that comes while torch/MuJoCo import and the envs build
+    (where an extension can swallow it or abort on it), then stops at the first step boundary:
+    exit 130, an update-0 checkpoint, and `--resume` finishes the run."""
+    from ppokit import cli
+    from ppokit import trainer as trainer_module
+
+    build = trainer_module.Trainer.__init__
+
+    def build_interrupted(self, *args, **kwargs):
+        sigint_self()  # mid-construction: held, not raised here
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.Trainer, "__init__", build_interrupted)
+    run_dir = tmp_path / "run"
+    args = ["train", *TINY_FLAGS, "--total_steps", "128", "--run-dir", str(run_dir)]
+    assert cli.main(args) == 130
+    assert "interrupted:" in capsys.readouterr().out
+    assert ckpt.load_checkpoint(run_dir)["ppo"]["updates"] == 0
+    monkeypatch.undo()
+    assert cli.main(["train", "--resume", str(run_dir)]) == 0
+    assert ckpt.load_checkpoint(run_dir)["ppo"]["updates"] == 4
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_start_up_prints_one_line(tmp_path):
     """SIGINT while `ppokit train` imports and builds: exit 130, `interrupted`, no traceback,
@@ -117,7 +155,9 @@ def test_ctrl_c_during_start_up_prints_one_line(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] in ("interrupted",) or "interrupted:" in out
+    # before the Trainer is built: one line on stderr; while it builds or trains: it stops at a
+    # step boundary and says so on stdout
+    assert err.strip().splitlines()[-1:] == ["interrupted"] or "interrupted:" in out
     again = subprocess.run(
         [*args, "--run-dir", str(run_dir)], cwd=tmp_path, env=cli_env(tmp_path),
         capture_output=True, text=True, timeout=300,

@@ -332,3 +332,31 @@ def test_unknown_config_keys_are_refused_with_the_valid_ones():
         AntLocomotionBatched(1, rewards={"torque": -1.0})
     with pytest.raises(TypeError, match="rewards"):
         AntLocomotionBatched(1, reward={"torques": -1.0})
+
+
+def test_render_follows_the_torso_and_draws_the_command_in_green():
+    """An RGB frame of the env asked for, from a camera that tracks its torso; the command's
+    arrows are green, so a command on a standing robot adds green pixels and nothing else."""
+    env = AntLocomotionBatched(2, render_mode="rgb_array", **EXACT)
+    try:
+        env.reset(seed=0)
+        env.commands[:] = 0.0
+        still = env.render(0)
+        assert still.shape == (*env.RENDER_SIZE, 3) and still.dtype == np.uint8
+        assert still.std() > 10  # a scene, not a blank buffer
+        env.commands[0] = [1.0, 0.0, 0.5]
+        commanded = env.render(0)
+        changed = np.abs(commanded.astype(int) - still.astype(int)).sum(-1) > 30
+        assert changed.sum() > 200
+        r, g, b = commanded[changed].astype(int).T
+        assert np.median(g - np.maximum(r, b)) > 50  # the new pixels are green
+        # env 1 stands elsewhere on the terrain: the camera follows it, the picture differs
+        env.commands[1] = env.commands[0]
+        assert np.abs(env.render(1).astype(int) - commanded.astype(int)).mean() > 1.0
+    finally:
+        env.close()
+
+
+def test_render_mode_other_than_rgb_array_is_refused():
+    with pytest.raises(TypeError, match="valid: rgb_array"):
+        AntLocomotionBatched(1, render_mode="human")

@@ -303,6 +303,53 @@ class Terrain:
         return np.where(inside, np.where(fx >= fy, upper, lower), PLANE_Z)
 
 
+class FollowCamera:
+    """RGB frames of one env's state from a camera that follows the torso, rendered offscreen
+    (the GL context made explicitly, as `DepthCamera` does), with arrows for the command."""
+
+    def __init__(self, model: mujoco.MjModel, torso: int, height: int, width: int) -> None:
+        from ppokit.envs.locomotion import _gl_context
+
+        self._gl = _gl_context(width, height)
+        self._gl.make_current()
+        self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
+        self._scene = mujoco.MjvScene(model, maxgeom=1000)
+        self._option = mujoco.MjvOption()
+        self._camera = mujoco.MjvCamera()
+        self._camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+        self._camera.trackbodyid = torso
+        self._camera.distance, self._camera.elevation, self._camera.azimuth = 3.5, -25.0, 135.0
+        self._viewport = mujoco.MjrRect(0, 0, width, height)
+        self._rgb = np.empty((height, width, 3), dtype=np.uint8)
+        self._model = model
+
+    def render(self, data: mujoco.MjData, arrows: list[tuple]) -> np.ndarray:
+        """`arrows`: (start, end, rgba) triples in world coordinates."""
+        self._gl.make_current()
+        scene = self._scene
+        mujoco.mjv_updateScene(
+            self._model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL, scene
+        )
+        for start, end, rgba in arrows:
+            if scene.ngeom >= scene.maxgeom or np.linalg.norm(end - start) < 1e-3:
+                continue
+            geom = scene.geoms[scene.ngeom]
+            mujoco.mjv_initGeom(
+                geom, mujoco.mjtGeom.mjGEOM_ARROW, np.zeros(3), np.zeros(3), np.eye(3).ravel(),
+                np.asarray(rgba, np.float32),
+            )  # fmt: skip
+            mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_ARROW, 0.03, start, end)
+            scene.ngeom += 1
+        mujoco.mjr_render(self._viewport, scene, self._context)
+        mujoco.mjr_readPixels(self._rgb, None, self._viewport, self._context)
+        return self._rgb[::-1].copy()  # OpenGL's first row is the bottom one
+
+    def close(self) -> None:
+        self._context.free()
+        self._gl.free()
+
+
 def quat_to_mat(q: np.ndarray) -> np.ndarray:
     """[N, 4] (w, x, y, z) unit quaternions -> [N, 3, 3] rotation matrices (body -> world)."""
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
@@ -333,6 +380,9 @@ class AntLocomotionBatched:
             dicts, and frame_skip, timestep, threads.
     """
 
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}  # one frame per control step
+    RENDER_SIZE = (360, 480)  # height, width
+
     # Per-env arrays saved by state_dict (besides MuJoCo's state rows and the RNG).
     STATE_ARRAYS = (
         "commands",
@@ -355,8 +405,14 @@ class AntLocomotionBatched:
         num_envs: int,
         device: torch.device | str = "cpu",
         max_episode_steps: int | None = 1000,
+        render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise TypeError(f"render_mode {render_mode!r} is not supported (valid: rgb_array)")
+        self.render_mode = render_mode
+        self._camera: FollowCamera | None = None
+        self._render_data: mujoco.MjData | None = None
         self.cfg = cfg = LocomotionConfig.from_kwargs(**kwargs)
         self.num_envs = n = int(num_envs)
         self.device = torch.device(device)
@@ -775,8 +831,42 @@ class AntLocomotionBatched:
         self.rng.bit_generator.state = state["rng"]
         self.steps = int(state["steps"])
 
+    # --- rendering -------------------------------------------------------------------------------
+    def render(self, env_index: int = 0) -> np.ndarray:
+        """Env `env_index` as an RGB frame [H, W, 3] from a camera that follows its torso. Arrows
+        show the command (green) and what the body does (blue), 1 m per m/s or rad/s: the pair
+        from the torso its planar velocity, the pair 0.8 m ahead of it the yaw rate (as the
+        sideways speed of a point 1 m ahead)."""
+        if self._camera is None:
+            height, width = self.RENDER_SIZE
+            self._camera = FollowCamera(self.model, self.torso_body, height, width)
+            self._render_data = mujoco.MjData(self.model)
+        data = self._render_data
+        assert data is not None
+        i = int(env_index)
+        data.qpos[:], data.qvel[:] = self.qpos[i], self.qvel[i]
+        mujoco.mj_forward(self.model, data)
+        k = self._kinematics(np.array([i]))
+        yaw = float(k["yaw"][0])
+        heading = np.array([np.cos(yaw), np.sin(yaw), 0.0])
+        left = np.array([-heading[1], heading[0], 0.0])
+        cmd = self.commands[i]
+        centre = data.xpos[self.torso_body] + np.array([0.0, 0.0, 0.35])
+        ahead = centre + 0.8 * heading
+        green, blue = (0.1, 0.8, 0.1, 1.0), (0.1, 0.3, 0.9, 1.0)
+        planar = np.array([*self.qvel[i, :2], 0.0])  # the free joint's world-frame velocity
+        arrows = [
+            (centre, centre + cmd[0] * heading + cmd[1] * left, green),
+            (centre, centre + planar, blue),
+            (ahead, ahead + cmd[2] * left, green),
+            (ahead, ahead + float(k["yaw_rate"][0]) * left, blue),
+        ]
+        return self._camera.render(data, arrows)
+
     def close(self) -> None:
-        pass
+        if self._camera is not None:
+            self._camera.close()
+            self._camera = None
 
 
 REWARD_TERMS = (

@@ -301,12 +301,28 @@ class SingleEnvView(gym.Env):
     max_episode_steps, or env.max_episode_steps) truncates, as for any Gymnasium env.
     """
 
-    metadata = {"render_modes": []}
-
-    def __init__(self, task: str, **kwargs: Any) -> None:
+    def __init__(self, task: str, render_mode: str | None = None, **kwargs: Any) -> None:
+        if render_mode is not None:  # only tasks that render take the argument
+            kwargs["render_mode"] = render_mode
         self.task = load_task(task)(num_envs=1, device="cpu", max_episode_steps=None, **kwargs)
+        self.render_mode = render_mode
         self.observation_space = self.task.single_observation_space
         self.action_space = self.task.single_action_space
+
+    @property
+    def metadata(self) -> dict:  # type: ignore[override]
+        """The task's (its render modes and fps); a property, so gym.make reads no class value."""
+        return getattr(self.task, "metadata", None) or {"render_modes": []}
+
+    def render(self) -> Any:
+        if self.render_mode is None or not hasattr(self.task, "render"):
+            return None
+        return self.task.render()
+
+    def close(self) -> None:
+        close = getattr(self.task, "close", None)
+        if close is not None:
+            close()
 
     def reset(
         self, *, seed: int | None = None, options: dict | None = None
