@@ -1,4 +1,5 @@
-"""Episode returns and lengths, recovered from a rollout's raw rewards and done flags.
+"""Episode returns and lengths, recovered from a rollout's raw rewards and done flags, and the
+env's own metrics (`EnvLog`).
 
 Done once per rollout with vectorised tensor ops, so the per-step loop pays nothing and the
 device is read once per update.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
 import torch
 
 
@@ -96,3 +98,32 @@ class EpisodeTracker:
         if "partial_return" in state and state["partial_return"].shape == self.partial_return.shape:
             self.partial_return.copy_(state["partial_return"])
             self.partial_length.copy_(state["partial_length"])
+
+
+class EnvLog:
+    """Means over a rollout of the scalars an env reports in its step's ``infos["log"]`` (Isaac
+    Lab's ``extras["log"]``; ppokit's batched Ant reports its tracking errors there), logged as
+    ``env/<name>``. A value may be a number, an array or a tensor (its mean is taken); tensors
+    are summed on their device and read once per update."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, log: dict) -> None:
+        for name, value in log.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach().double().mean()
+            elif isinstance(value, (int, float, np.number, np.ndarray)):
+                value = float(np.mean(value))
+            else:  # nested groups and text are not scalars
+                continue
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        """env/<name>: the mean over the steps that reported it; then starts over."""
+        out = {f"env/{k}": float(v) / self.counts[k] for k, v in self.sums.items()}
+        self.sums.clear()
+        self.counts.clear()
+        return out

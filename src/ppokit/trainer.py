@@ -37,7 +37,7 @@ from ppokit.device import resolve_device, seed_everything, set_threads
 from ppokit.envs import VecEnv, make_env
 from ppokit.envs.external import adapt_external_env
 from ppokit.envs.snapshot import load_vec_env_state, vec_env_state
-from ppokit.episodes import EpisodeTracker
+from ppokit.episodes import EnvLog, EpisodeTracker
 from ppokit.errors import (
     CheckpointError,
     ConfigError,
@@ -153,6 +153,7 @@ class Trainer:
         self.episodes = EpisodeTracker(
             cfg.env.num_envs * world, cfg.log.episode_window, self.device
         )
+        self.env_log = EnvLog()  # the env's own metrics (infos["log"]), means per rollout
         self.global_step = 0
         # The observation, memory, RNG and env state at the start of the rollout in progress: a
         # stop before the rollout completes saves these with the last complete update.
@@ -319,6 +320,8 @@ class Trainer:
             watchdog.started = time.monotonic()
             step = self.env.step(actions)
             watchdog.started = None
+            if "log" in step.infos:
+                self.env_log.add(step.infos["log"])
             self.ppo.record(step)
             obs = step.obs
         check_finite = getattr(self.env, "check_finite", None)
@@ -463,6 +466,7 @@ class Trainer:
                         compiling = False
                     sps = (self.global_step - start_step) / (time.perf_counter() - start_time)
                     metrics.update(self.episodes.metrics())
+                    metrics.update(self.env_log.means())  # rank 0's envs under torchrun
                     metrics.update(
                         {"charts/SPS": sps, "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
                     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -258,3 +261,30 @@ def test_single_env_view_is_a_gymnasium_env_ending_on_the_final_observation():
     assert truncated and not terminated and 0 < reward <= 1
     assert np.allclose(obs[2:4], 0.0)  # zero force from rest: still at rest, not reset
     assert gym.spec(POINT_MASS_ID).max_episode_steps == 100
+
+
+class LoggingSim(FakeSim):
+    """FakeSim reporting extras["log"]: the step count (a tensor), its half (a float), and a
+    nested group that is not a scalar."""
+
+    def step(self, actions):
+        out = super().step(actions)
+        n = float(self.calls)
+        out[-1]["log"] = {"calls": torch.full((self.num_envs,), n), "half": n / 2, "group": {}}
+        return out
+
+
+def test_env_log_values_are_logged_as_means_over_each_rollout(tiny_config, tmp_path):
+    """infos["log"] (Isaac Lab's extras["log"]) becomes env/<name> in metrics.csv: the mean of
+    what the steps of that update's rollout reported (steps 1..16, then 17..32, ...)."""
+    from ppokit.trainer import Trainer
+
+    cfg = tiny_config(total_steps=4 * 2 * 16)  # 4 updates of 2 envs x 16 steps
+    cfg.env = dataclasses.replace(cfg.env, id="fake", num_envs=2)
+    sim = LoggingSim(num_envs=2, length=5)
+    Trainer(cfg, run_dir=tmp_path / "run", env=TorchVecEnv(sim, obs_groups="policy")).train()
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["env/calls"]) for r in rows] == [8.5, 24.5, 40.5, 56.5]
+    assert [float(r["env/half"]) for r in rows] == [4.25, 12.25, 20.25, 28.25]
+    assert "env/group" not in rows[0]

@@ -765,12 +765,20 @@ class AntLocomotionBatched:
         self.last_actions = a
         self.last_dof_vel = k["dof_vel"].copy()
         # what evaluation reports, with the command this step was rewarded for
+        error_xy = np.linalg.norm(self.commands[:, :2] - k["v_heading"], axis=1)
+        error_yaw = np.abs(self.commands[:, 2] - k["yaw_rate"])
         extras = {
-            "tracking_error_xy": np.linalg.norm(self.commands[:, :2] - k["v_heading"], axis=1),
-            "tracking_error_yaw": np.abs(self.commands[:, 2] - k["yaw_rate"]),
+            "tracking_error_xy": error_xy,
+            "tracking_error_yaw": error_yaw,
             "command": self.commands.copy(),
             "terrain_level": self.levels.copy(),
             "terms": terms,
+            # the trainer logs these as env/<name>, means over each rollout
+            "log": {
+                "tracking_error_xy": float(error_xy.mean()),
+                "tracking_error_yaw": float(error_yaw.mean()),
+                "terrain_level": float(self.levels.mean()),
+            },
         }
         # the next command shows in this observation, so the policy sees it before acting on it
         self.command_steps += 1
