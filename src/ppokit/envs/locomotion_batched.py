@@ -237,13 +237,17 @@ def ant_xml(terrain: np.ndarray, cfg: LocomotionConfig, resolution: float) -> st
     xml = xml.replace(
         floor.group(0),
         f'<geom conaffinity="1" condim="3" group="{TERRAIN_GROUP}" hfield="terrain"'
-        f' name="floor" pos="{half_x} {half_y} 0" rgba="0.6 0.7 0.6 1" type="hfield"/>\n    '
-        + plane,
+        f' name="floor" pos="{half_x} {half_y} 0" material="terrain" type="hfield"/>\n    ' + plane,
     )
     xml = xml.replace(
         "</asset>",
         f'  <hfield name="terrain" nrow="{rows}" ncol="{cols}"'
-        f' size="{half_x} {half_y} {top} 0.1"/>\n  </asset>',
+        f' size="{half_x} {half_y} {top} 0.1"/>\n'
+        # 0.5 m squares, so that slopes, steps and bumps show in videos
+        '  <texture name="terrain" type="2d" builtin="checker" width="64" height="64"'
+        ' rgb1="0.42 0.52 0.42" rgb2="0.62 0.72 0.62"/>\n'
+        '  <material name="terrain" texture="terrain" texuniform="true" texrepeat="1 1"/>\n'
+        "  </asset>",
     )
     sensors = []
 
@@ -315,11 +319,15 @@ class FollowCamera:
         self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
         self._scene = mujoco.MjvScene(model, maxgeom=1000)
+        # no shadows (the heightfield shows shadow acne: one shadow map for 50 m of terrain)
+        # and no reflections; the terrain's checker texture shows its relief instead
+        for flag in ("mjRND_SHADOW", "mjRND_REFLECTION"):
+            self._scene.flags[getattr(mujoco.mjtRndFlag, flag)] = 0
         self._option = mujoco.MjvOption()
         self._camera = mujoco.MjvCamera()
         self._camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
         self._camera.trackbodyid = torso
-        self._camera.distance, self._camera.elevation, self._camera.azimuth = 3.5, -25.0, 135.0
+        self._camera.distance, self._camera.elevation, self._camera.azimuth = 4.0, -30.0, 135.0
         self._viewport = mujoco.MjrRect(0, 0, width, height)
         self._rgb = np.empty((height, width, 3), dtype=np.uint8)
         self._model = model
@@ -339,7 +347,7 @@ class FollowCamera:
                 geom, mujoco.mjtGeom.mjGEOM_ARROW, np.zeros(3), np.zeros(3), np.eye(3).ravel(),
                 np.asarray(rgba, np.float32),
             )  # fmt: skip
-            mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_ARROW, 0.03, start, end)
+            mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_ARROW, 0.04, start, end)
             scene.ngeom += 1
         mujoco.mjr_render(self._viewport, scene, self._context)
         mujoco.mjr_readPixels(self._rgb, None, self._viewport, self._context)
@@ -859,7 +867,7 @@ class AntLocomotionBatched:
         heading = np.array([np.cos(yaw), np.sin(yaw), 0.0])
         left = np.array([-heading[1], heading[0], 0.0])
         cmd = self.commands[i]
-        centre = data.xpos[self.torso_body] + np.array([0.0, 0.0, 0.35])
+        centre = data.xpos[self.torso_body] + np.array([0.0, 0.0, 0.5])
         ahead = centre + 0.8 * heading
         green, blue = (0.1, 0.8, 0.1, 1.0), (0.1, 0.3, 0.9, 1.0)
         planar = np.array([*self.qvel[i, :2], 0.0])  # the free joint's world-frame velocity
