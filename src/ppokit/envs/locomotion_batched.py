@@ -327,19 +327,19 @@ class FollowCamera:
         self._camera = mujoco.MjvCamera()
         self._camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
         self._camera.trackbodyid = torso
-        self._camera.distance, self._camera.elevation, self._camera.azimuth = 4.0, -30.0, 135.0
+        self._camera.distance, self._camera.elevation, self._camera.azimuth = 4.5, -40.0, 135.0
         self._viewport = mujoco.MjrRect(0, 0, width, height)
         self._rgb = np.empty((height, width, 3), dtype=np.uint8)
         self._model = model
 
     def render(self, data: mujoco.MjData, arrows: list[tuple]) -> np.ndarray:
-        """`arrows`: (start, end, rgba) triples in world coordinates."""
+        """`arrows`: (start, end, rgba, width) in world coordinates."""
         self._gl.make_current()
         scene = self._scene
         mujoco.mjv_updateScene(
             self._model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL, scene
         )
-        for start, end, rgba in arrows:
+        for start, end, rgba, width in arrows:
             if scene.ngeom >= scene.maxgeom or np.linalg.norm(end - start) < 1e-3:
                 continue
             geom = scene.geoms[scene.ngeom]
@@ -347,7 +347,7 @@ class FollowCamera:
                 geom, mujoco.mjtGeom.mjGEOM_ARROW, np.zeros(3), np.zeros(3), np.eye(3).ravel(),
                 np.asarray(rgba, np.float32),
             )  # fmt: skip
-            mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_ARROW, 0.04, start, end)
+            mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_ARROW, width, start, end)
             scene.ngeom += 1
         mujoco.mjr_render(self._viewport, scene, self._context)
         mujoco.mjr_readPixels(self._rgb, None, self._viewport, self._context)
@@ -871,11 +871,12 @@ class AntLocomotionBatched:
         ahead = centre + 0.8 * heading
         green, blue = (0.1, 0.8, 0.1, 1.0), (0.1, 0.3, 0.9, 1.0)
         planar = np.array([*self.qvel[i, :2], 0.0])  # the free joint's world-frame velocity
+        # the command's arrows wider, so that both show where they overlap (good tracking)
         arrows = [
-            (centre, centre + cmd[0] * heading + cmd[1] * left, green),
-            (centre, centre + planar, blue),
-            (ahead, ahead + cmd[2] * left, green),
-            (ahead, ahead + float(k["yaw_rate"][0]) * left, blue),
+            (centre, centre + cmd[0] * heading + cmd[1] * left, green, 0.07),
+            (centre, centre + planar, blue, 0.035),
+            (ahead, ahead + cmd[2] * left, green, 0.07),
+            (ahead, ahead + float(k["yaw_rate"][0]) * left, blue, 0.035),
         ]
         return self._camera.render(data, arrows)
 
