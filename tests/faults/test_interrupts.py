@@ -78,7 +78,13 @@ def test_ctrl_c_during_the_final_evaluation_keeps_the_trained_policy(tiny_config
         return evaluate(*args, **kwargs)
 
     trainer.evaluate = evaluate_interrupted
-    result = trainer.train()
+    # what a `ppokit train` process has before training: Python's default Ctrl-C handler (a test
+    # worker's handler could be another one)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = trainer.train()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert result.interrupted and result.updates == 4 and result.eval is None
     assert ckpt.load_checkpoint(tmp_path / "run")["ppo"]["updates"] == 4
     assert "final evaluation interrupted; the trained policy is saved" in capsys.readouterr().out
