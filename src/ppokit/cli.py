@@ -383,9 +383,12 @@ def cmd_train(ns: argparse.Namespace) -> int:
     if start_up.interrupted:
         trainer.request_stop()
     if not trainer.is_main:  # torchrun: rank 0 reports for every rank
-        return 130 if trainer.train().interrupted else 0
+        interrupted = trainer.train().interrupted
+        leave_process_group()
+        return 130 if interrupted else 0
     print(f"run directory: {trainer.run_dir}", flush=True)
     result = trainer.train()
+    leave_process_group()
     if result.eval is not None:
         e = result.eval
         print(
@@ -397,6 +400,15 @@ def cmd_train(ns: argparse.Namespace) -> int:
         f"run written to {trainer.run_dir} (config.yaml, metrics.csv, TensorBoard events, checkpoints/)"
     )
     return 130 if result.interrupted else 0
+
+
+def leave_process_group() -> None:
+    """Under torchrun, leave the process group before the interpreter exits: left to exit-time
+    destructors, gloo's threads can abort the process (`terminate called without an active
+    exception`, exit -6) after a run that finished."""
+    from ppokit.distributed import teardown
+
+    teardown()
 
 
 def build_trainer(ns: argparse.Namespace) -> Trainer | None:
