@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -86,19 +87,25 @@ def test_a_new_run_into_a_finished_run_is_refused_and_overwrite_moves_it_aside(t
     run_dir = tmp_path / "run"
     cfg = tiny_train_config(tmp_path)
     Trainer(cfg, run_dir=run_dir).train()
-    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    before = run_files(run_dir)
     with pytest.raises(RunDirError, match="already holds a run; continue it with --resume"):
         Trainer(cfg, run_dir=run_dir)
-    after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    assert after == before  # untouched
+    assert run_files(run_dir) == before  # untouched
     fresh = Trainer(cfg, run_dir=run_dir, overwrite=True)
     (aside,) = tmp_path.glob("run.old-*")
-    moved = {p.relative_to(aside): p.read_bytes() for p in aside.rglob("*") if p.is_file()}
-    assert {k: v for k, v in moved.items() if k.name != ".lock"} == {
-        k: v for k, v in before.items() if k.name != ".lock"
-    }
+    assert run_files(aside) == before
     fresh.train()
     assert len((run_dir / "metrics.csv").read_text().split()) == 1 + 4  # the new run's 4 rows
+
+
+def run_files(run_dir: Path) -> dict[Path, bytes]:
+    """The run's files and their bytes, less the lock file: whoever takes the lock (even a trainer
+    that is then refused) writes its pid and the time, to the second, into it."""
+    return {
+        p.relative_to(run_dir): p.read_bytes()
+        for p in run_dir.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
