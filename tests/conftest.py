@@ -1,5 +1,8 @@
 # --- environments, config, checkpoint and CLI tests -------------------------------------------
+import signal as _signal
 import sys as _sys
+import threading as _threading
+import warnings as _warnings
 from pathlib import Path as _Path
 
 import pytest as _pytest
@@ -41,3 +44,28 @@ def pytest_collection_modifyitems(config, items):
         )
         if names and not item.nodeid.endswith(f"@{'_'.join(names)}"):
             item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
+
+
+# --- a test leaves the process's signal handlers as it found them ------------------------------
+# Code under test installs SIGINT/SIGTERM handlers (the trainer's graceful stop, asyncio runners,
+# torch's elastic agent). One left behind by a test changes what Ctrl-C does in the next test that
+# this xdist worker runs (CI saw it once, without naming the leaker). This restores the handlers
+# after every test and warns with the test's name when it had to.
+_GUARDED_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGALRM)
+
+
+@_pytest.fixture(autouse=True)
+def _restore_signal_handlers(request):
+    if _threading.current_thread() is not _threading.main_thread():
+        yield
+        return
+    before = {sig: _signal.getsignal(sig) for sig in _GUARDED_SIGNALS}
+    yield
+    for sig, handler in before.items():
+        if _signal.getsignal(sig) is not handler:
+            _warnings.warn(
+                f"{request.node.nodeid} left a {_signal.Signals(sig).name} handler installed"
+                f" ({_signal.getsignal(sig)!r}); restored",
+                stacklevel=1,
+            )
+            _signal.signal(sig, handler)

@@ -42,6 +42,8 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
+from ppokit.envs.offscreen import DepthCamera
+
 ANT_LOCOMOTION = "ppokit/AntLocomotion-v0"
 ANT_LOCOMOTION_DEPTH = "ppokit/AntLocomotionDepth-v0"
 
@@ -96,78 +98,6 @@ def make_terrain(rng: np.random.Generator, scale: float) -> np.ndarray:
     heights -= heights.min()
     heights[[0, -1], :] = heights[:, [0, -1]] = 0.0  # level with the ground at the border
     return (heights / max(heights.max(), 1e-9)) * scale
-
-
-class DepthCamera:
-    """Depth images (metres) from a named camera, rendered offscreen without a display.
-
-    mujoco picks its OpenGL platform when it is first imported (MUJOCO_GL); in a process that
-    imported it before choosing a headless one, `mujoco.Renderer` would try GLFW and fail. So the
-    GL context is made here explicitly: EGL (Mesa renders on the CPU when there is no GPU),
-    else OSMesa, else GLFW where a display exists.
-    """
-
-    def __init__(self, model: mujoco.MjModel, camera: str, height: int, width: int) -> None:
-        self.width, self.height = width, height
-        self._gl = _gl_context(width, height)
-        self._gl.make_current()
-        self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
-        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
-        self._scene = mujoco.MjvScene(model, maxgeom=1000)
-        # Depth needs none of the costly passes (on a CPU renderer they are most of the time).
-        for flag in ("mjRND_SHADOW", "mjRND_REFLECTION", "mjRND_SKYBOX", "mjRND_FOG"):
-            self._scene.flags[getattr(mujoco.mjtRndFlag, flag)] = 0
-        self._option = mujoco.MjvOption()
-        self._camera = mujoco.MjvCamera()
-        self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
-        self._camera.fixedcamid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
-        self._viewport = mujoco.MjrRect(0, 0, width, height)
-        self._buffer = np.empty((height, width), dtype=np.float32)
-        extent = model.stat.extent
-        self._near, self._far = model.vis.map.znear * extent, model.vis.map.zfar * extent
-        self._model = model
-
-    def render(self, data: mujoco.MjData) -> np.ndarray:
-        self._gl.make_current()
-        mujoco.mjv_updateScene(
-            self._model,
-            data,
-            self._option,
-            None,
-            self._camera,
-            mujoco.mjtCatBit.mjCAT_ALL,
-            self._scene,
-        )
-        mujoco.mjr_render(self._viewport, self._scene, self._context)
-        mujoco.mjr_readPixels(None, self._buffer, self._viewport, self._context)
-        # Depth buffer values in [0, 1] to metres (as mujoco.Renderer does), top row first.
-        near, far = self._near, self._far
-        depth = near / (1.0 - self._buffer * (1.0 - near / far))
-        return depth[::-1].copy()
-
-    def close(self) -> None:
-        self._context.free()
-        self._gl.free()
-
-
-def _gl_context(width: int, height: int):
-    from ppokit.errors import EnvError
-    from ppokit.recording import MESA_HINT, configure_headless_gl
-
-    backend = (configure_headless_gl() or "glfw").lower()
-    errors = []
-    for name in dict.fromkeys([backend, "egl", "osmesa"]):
-        try:
-            if name == "egl":
-                from mujoco.egl import GLContext
-            elif name == "osmesa":
-                from mujoco.osmesa import GLContext
-            else:
-                from mujoco.glfw import GLContext
-            return GLContext(width, height)
-        except Exception as e:  # missing library, wrong PyOpenGL platform, no display
-            errors.append(f"{name}: {type(e).__name__}: {e}")
-    raise EnvError(f"cannot render depth images ({'; '.join(errors)}); {MESA_HINT}")
 
 
 class AntLocomotionEnv(MujocoEnv):

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from mujoco.batch import Batch, SimulationError
 
+from ppokit.envs.offscreen import FollowCamera
+
 ANT_LOCOMOTION_BATCHED = "ppokit/AntLocomotionBatched-v0"
 NOMINAL_HEIGHT = 0.55
 SCAN_X = np.linspace(-0.6, 1.0, 9).round(9)  # forward, heading frame (0 is a point)
@@ -307,57 +309,6 @@ class Terrain:
         upper = h00 + fx * (h01 - h00) + fy * (h11 - h01)  # fx >= fy: (00, 01, 11)
         lower = h00 + fy * (h10 - h00) + fx * (h11 - h10)  # fy > fx: (00, 10, 11)
         return np.where(inside, np.where(fx >= fy, upper, lower), PLANE_Z)
-
-
-class FollowCamera:
-    """RGB frames of one env's state from a camera that follows the torso, rendered offscreen
-    (the GL context made explicitly, as `DepthCamera` does), with arrows for the command."""
-
-    def __init__(self, model: mujoco.MjModel, torso: int, height: int, width: int) -> None:
-        from ppokit.envs.locomotion import _gl_context
-
-        self._gl = _gl_context(width, height)
-        self._gl.make_current()
-        self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
-        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
-        self._scene = mujoco.MjvScene(model, maxgeom=1000)
-        # no shadows (the heightfield shows shadow acne: one shadow map for 50 m of terrain)
-        # and no reflections; the terrain's checker texture shows its relief instead
-        for flag in ("mjRND_SHADOW", "mjRND_REFLECTION"):
-            self._scene.flags[getattr(mujoco.mjtRndFlag, flag)] = 0
-        self._option = mujoco.MjvOption()
-        self._camera = mujoco.MjvCamera()
-        self._camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
-        self._camera.trackbodyid = torso
-        self._camera.distance, self._camera.elevation, self._camera.azimuth = 4.5, -40.0, 135.0
-        self._viewport = mujoco.MjrRect(0, 0, width, height)
-        self._rgb = np.empty((height, width, 3), dtype=np.uint8)
-        self._model = model
-
-    def render(self, data: mujoco.MjData, arrows: list[tuple]) -> np.ndarray:
-        """`arrows`: (start, end, rgba, width) in world coordinates."""
-        self._gl.make_current()
-        scene = self._scene
-        mujoco.mjv_updateScene(
-            self._model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL, scene
-        )
-        for start, end, rgba, width in arrows:
-            if scene.ngeom >= scene.maxgeom or np.linalg.norm(end - start) < 1e-3:
-                continue
-            geom = scene.geoms[scene.ngeom]
-            mujoco.mjv_initGeom(
-                geom, mujoco.mjtGeom.mjGEOM_ARROW, np.zeros(3), np.zeros(3), np.eye(3).ravel(),
-                np.asarray(rgba, np.float32),
-            )  # fmt: skip
-            mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_ARROW, width, start, end)
-            scene.ngeom += 1
-        mujoco.mjr_render(self._viewport, scene, self._context)
-        mujoco.mjr_readPixels(self._rgb, None, self._viewport, self._context)
-        return self._rgb[::-1].copy()  # OpenGL's first row is the bottom one
-
-    def close(self) -> None:
-        self._context.free()
-        self._gl.free()
 
 
 def quat_to_mat(q: np.ndarray) -> np.ndarray:
