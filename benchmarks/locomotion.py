@@ -12,6 +12,10 @@ On the batched task, `--envs-per-level` envs per terrain level run `--max-steps`
 (episodes auto-reset; no curriculum, no pushes; observation noise as in training), and the
 errors are also reported per command bin (standing: a zero command; else the largest of |vx|,
 |vy| in m/s and |yaw rate| in rad/s names it forward, lateral or turning) and per terrain level.
+A row "velocity averaged over 1 s" compares the command with the velocity's mean over the last
+second instead (on the steps whose last second had one command and one episode): what is left
+once the torso's oscillation within a stride is taken out, i.e. how well the gait's mean speed
+follows the command.
 
 Per policy, means over all steps: planar tracking error |v_xy - cmd_xy| (m/s), yaw-rate error
 (rad/s), velocity along the commanded direction ("v along", m/s; standing still gives 0) next
@@ -75,6 +79,24 @@ def command_bins(commands: np.ndarray) -> np.ndarray:
     return np.where(np.all(commands == 0, axis=1), 3, dominant)
 
 
+def averaged_errors(
+    commands: np.ndarray, velocities: np.ndarray, ended: np.ndarray, window: int
+) -> tuple[float, float, int]:
+    """Tracking errors of the velocity averaged over the last `window` steps ([T, N, 3] commands
+    and velocities; [T, N] terminations), on the steps whose window had one command and one
+    episode: the per-step error less the gait's oscillation within a stride."""
+    totals = np.cumsum(velocities, axis=0)
+    mean = (totals[window:] - totals[:-window]) / window  # steps window .. T-1
+    now = commands[window:]
+    steady = np.ones(now.shape[:2], dtype=bool)
+    for lag in range(1, window + 1):
+        steady &= np.all(commands[window - lag : len(commands) - lag] == now, axis=-1)
+        steady &= ~ended[window - lag : len(ended) - lag]
+    xy = np.linalg.norm(now[..., :2] - mean[..., :2], axis=-1)[steady]
+    yaw = np.abs(now[..., 2] - mean[..., 2])[steady]
+    return float(xy.mean()), float(yaw.mean()), int(steady.sum())
+
+
 def run_batched(act, env_id: str, per_level: int, steps: int, seed: int, kwargs: dict) -> dict:
     """`act(obs dict of [N, ...] tensors) -> actions [N, A]` on the batched task, every env on a
     fixed level; per-step errors grouped by command bin and by level."""
@@ -90,6 +112,7 @@ def run_batched(act, env_id: str, per_level: int, steps: int, seed: int, kwargs:
     )
     obs = env.reset(seed=seed)
     rows: dict[str, list] = {"xy": [], "yaw": [], "bin": [], "level": [], "ended": []}
+    commands, velocities = [], []
     for _ in range(steps):
         with torch.no_grad():
             actions = act(obs)
@@ -99,10 +122,15 @@ def run_batched(act, env_id: str, per_level: int, steps: int, seed: int, kwargs:
         rows["bin"].append(command_bins(extras["command"]))
         rows["level"].append(extras["terrain_level"])
         rows["ended"].append(terminated.numpy())
+        commands.append(extras["command"])
+        velocities.append(extras["velocity"])
         if hasattr(act, "episodes_ended"):
             act.episodes_ended((terminated | truncated).numpy())
     data = {k: np.concatenate(v) for k, v in rows.items()}
     out = {"all": (data["xy"].mean(), data["yaw"].mean(), len(data["xy"]))}
+    out["all, velocity averaged over 1 s"] = averaged_errors(
+        np.array(commands), np.array(velocities), np.array(rows["ended"]), round(1.0 / env.dt)
+    )
     for b, name in enumerate(BINS):
         sel = data["bin"] == b
         out[name] = (data["xy"][sel].mean(), data["yaw"][sel].mean(), int(sel.sum()))

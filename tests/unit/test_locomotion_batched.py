@@ -125,6 +125,7 @@ class OneAnt:
             ]
         )
         yaw_rate = (rot @ w_body)[2]
+        self.velocity = np.array([*v_heading, yaw_rate])  # what the command is held to
         gravity = rot.T @ np.array([0.0, 0.0, -1.0])
         height = d.qpos[2] - self.ground(d.qpos[0], d.qpos[1])
         q, dq = d.qpos[7:], d.qvel[6:]
@@ -204,6 +205,7 @@ def test_steps_match_the_one_env_reference():
                     seen[key][i].numpy(), value, atol=2e-5, err_msg=f"{key}, env {i}, step {t}"
                 )
             assert rewards[i].item() == pytest.approx(ref_reward, rel=1e-5, abs=1e-7), (i, t)
+            np.testing.assert_allclose(extras["velocity"][i], ref.velocity, atol=1e-9)
             live[i] = not ref_terminated
             compared += 1
     assert compared > 100 and landings > 0  # the air-time term was exercised

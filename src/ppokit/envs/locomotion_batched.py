@@ -29,6 +29,10 @@ minus the nominal height, clipped to +-1), ``privileged`` (6: exact body velocit
 the terrain, friction, added mass). Terminated: torso outside 0.2-1.0 m above the terrain,
 upside down, or non-finite physics; truncated after ``max_episode_steps`` (1000 = 20 s).
 
+A step's extras carry, per env, the command it was rewarded for (``command``), the ``velocity``
+held to it (vx, vy in the heading frame, yaw rate), the ``tracking_error_xy``/``_yaw`` between
+them, the ``terrain_level`` and the reward ``terms``; ``log`` their means (see docs/training.md).
+
 `state_dict()`/`load_state_dict()` save and restore everything (MuJoCo's integration state of
 every env, the per-env model parameters drawn, counters, commands, levels, RNG) for an exact
 resume.
@@ -732,6 +736,8 @@ class AntLocomotionBatched:
             "tracking_error_xy": error_xy,
             "tracking_error_yaw": error_yaw,
             "command": self.commands.copy(),
+            # what the command is compared with: (vx, vy) in the heading frame and the yaw rate
+            "velocity": np.column_stack([k["v_heading"], k["yaw_rate"]]),
             "terrain_level": self.levels.copy(),
             "terms": terms,
             # the trainer logs these as env/<name>, means over each rollout
