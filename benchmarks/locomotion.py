@@ -111,7 +111,7 @@ def run_batched(act, env_id: str, per_level: int, steps: int, seed: int, kwargs:
         **{**kwargs, "terrain": terrain, "randomization": randomization},
     )
     obs = env.reset(seed=seed)
-    rows: dict[str, list] = {"xy": [], "yaw": [], "bin": [], "level": [], "ended": []}
+    rows: dict[str, list] = {"xy": [], "yaw": [], "level": [], "ended": []}
     commands, velocities = [], []
     for _ in range(steps):
         with torch.no_grad():
@@ -119,7 +119,6 @@ def run_batched(act, env_id: str, per_level: int, steps: int, seed: int, kwargs:
         obs, _, terminated, truncated, extras = env.step(actions)
         rows["xy"].append(extras["tracking_error_xy"])
         rows["yaw"].append(extras["tracking_error_yaw"])
-        rows["bin"].append(command_bins(extras["command"]))
         rows["level"].append(extras["terrain_level"])
         rows["ended"].append(terminated.numpy())
         commands.append(extras["command"])
@@ -127,9 +126,11 @@ def run_batched(act, env_id: str, per_level: int, steps: int, seed: int, kwargs:
         if hasattr(act, "episodes_ended"):
             act.episodes_ended((terminated | truncated).numpy())
     data = {k: np.concatenate(v) for k, v in rows.items()}
+    commands = np.array(commands)  # [T, N, 3]
+    data["bin"] = command_bins(commands.reshape(-1, 3))
     out = {"all": (data["xy"].mean(), data["yaw"].mean(), len(data["xy"]))}
     out["all, velocity averaged over 1 s"] = averaged_errors(
-        np.array(commands), np.array(velocities), np.array(rows["ended"]), round(1.0 / env.dt)
+        commands, np.array(velocities), np.array(rows["ended"]), round(1.0 / env.dt)
     )
     for b, name in enumerate(BINS):
         sel = data["bin"] == b

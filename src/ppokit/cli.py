@@ -372,6 +372,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
+    from ppokit.distributed import teardown
     from ppokit.faults import HeldInterrupt
 
     # Ctrl-C while torch and MuJoCo import and the envs build is held, then stops the run at
@@ -382,13 +383,14 @@ def cmd_train(ns: argparse.Namespace) -> int:
         return 0
     if start_up.interrupted:
         trainer.request_stop()
-    if not trainer.is_main:  # torchrun: rank 0 reports for every rank
-        interrupted = trainer.train().interrupted
-        leave_process_group()
-        return 130 if interrupted else 0
-    print(f"run directory: {trainer.run_dir}", flush=True)
+    if trainer.is_main:  # torchrun: rank 0 reports for every rank
+        print(f"run directory: {trainer.run_dir}", flush=True)
     result = trainer.train()
-    leave_process_group()
+    # Under torchrun, leave the process group before the interpreter exits: left to exit-time
+    # destructors, gloo's threads can abort the process (exit -6) after a run that finished.
+    teardown()
+    if not trainer.is_main:
+        return 130 if result.interrupted else 0
     if result.eval is not None:
         e = result.eval
         print(
@@ -400,15 +402,6 @@ def cmd_train(ns: argparse.Namespace) -> int:
         f"run written to {trainer.run_dir} (config.yaml, metrics.csv, TensorBoard events, checkpoints/)"
     )
     return 130 if result.interrupted else 0
-
-
-def leave_process_group() -> None:
-    """Under torchrun, leave the process group before the interpreter exits: left to exit-time
-    destructors, gloo's threads can abort the process (`terminate called without an active
-    exception`, exit -6) after a run that finished."""
-    from ppokit.distributed import teardown
-
-    teardown()
 
 
 def build_trainer(ns: argparse.Namespace) -> Trainer | None:
