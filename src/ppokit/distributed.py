@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import os
+import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -278,6 +281,11 @@ def setup(device: torch.device) -> tuple[LocalSync, torch.device]:
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     device = _rank_device(device)
+    # Import before the group exists: torch.distributed.nn.functional binds `group.WORLD` as
+    # default arguments when it is first imported (torch._dynamo imports it lazily, mid-run),
+    # and a group held that way outlives destroy_process_group; its gloo threads then release
+    # their last work during interpreter exit, which aborts the process (exit -6).
+    import torch.distributed.nn.functional  # noqa: F401
     if device.type == "cuda":
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)
@@ -307,8 +315,19 @@ def _rank_device(device: torch.device) -> torch.device:
 
 
 def teardown() -> None:
-    """Leave the process group (idempotent)."""
+    """Leave the process group (idempotent). Warns when the group outlives it: something still
+    holds it, so its worker threads live on into interpreter exit, where they can abort it."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    group = weakref.ref(dist.group.WORLD)
+    dist.destroy_process_group()
+    gc.collect()
+    if group() is not None:
+        warnings.warn(
+            "the torch.distributed process group outlived destroy_process_group (another"
+            " reference holds it); its threads may abort the process at exit",
+            RuntimeWarning,
+            stacklevel=2,
+        )

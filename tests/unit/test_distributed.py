@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import socket
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,6 +58,31 @@ def test_a_single_process_shares_nothing():
     assert sync.broadcast_object("a") == "a" and sync.gather_object("a") == ["a"]
     ppo = _first_update_ppo(num_envs=N)
     assert isinstance(ppo.sync, LocalSync)
+
+
+def test_teardown_frees_the_process_group_and_warns_when_something_still_holds_it(tmp_path):
+    """A group that outlives destroy_process_group keeps gloo threads that can abort the exit
+    (torchrun ranks died with exit -6 after finished runs): teardown must free it, or say so."""
+    import torch.distributed as dist
+    import torch.distributed.nn.functional  # noqa: F401  (imported before the group, as setup does)
+
+    from ppokit.distributed import teardown
+
+    def one_rank_group(name: str) -> None:
+        store = f"file://{tmp_path / name}"
+        dist.init_process_group("gloo", init_method=store, rank=0, world_size=1)
+
+    one_rank_group("held")
+    held = dist.group.WORLD
+    with pytest.warns(RuntimeWarning, match="outlived destroy_process_group"):
+        teardown()
+    del held
+    one_rank_group("free")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        teardown()
+    assert not dist.is_initialized()
+    teardown()  # idempotent
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,6 +230,8 @@ def _worker(rank: int, port: int, out: str) -> None:
 
     out_dir = Path(out)
     torch.set_num_threads(1)
+    import torch.distributed.nn.functional  # noqa: F401  (before the group: see setup())
+
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
     )
