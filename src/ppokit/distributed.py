@@ -286,6 +286,7 @@ def setup(device: torch.device) -> tuple[LocalSync, torch.device]:
     # and a group held that way outlives destroy_process_group; its gloo threads then release
     # their last work during interpreter exit, which aborts the process (exit -6).
     import torch.distributed.nn.functional  # noqa: F401
+
     if device.type == "cuda":
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)

@@ -223,6 +223,7 @@ def _final_state(trainer) -> dict:
 
 def _worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
+    import torch.distributed.nn.functional  # noqa: F401  (before the group: see setup())
 
     from ppokit.distributed import DistributedSync
     from ppokit.errors import ConfigError
@@ -230,8 +231,6 @@ def _worker(rank: int, port: int, out: str) -> None:
 
     out_dir = Path(out)
     torch.set_num_threads(1)
-    import torch.distributed.nn.functional  # noqa: F401  (before the group: see setup())
-
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
     )
