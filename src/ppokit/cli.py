@@ -372,12 +372,14 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from ppokit.distributed import teardown
     from ppokit.faults import HeldInterrupt
 
     # Ctrl-C while torch and MuJoCo import and the envs build is held, then stops the run at
-    # its first step boundary (an update-0 checkpoint), as one during training does.
+    # its first step boundary (an update-0 checkpoint), as one during training does. Every
+    # import that loads torch belongs inside: a Ctrl-C raised in torch's import can be lost.
     with HeldInterrupt() as start_up:
+        from ppokit.distributed import teardown
+
         trainer = build_trainer(ns)
     if trainer is None:  # --print-config
         return 0

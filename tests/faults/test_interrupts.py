@@ -145,6 +145,28 @@ def test_ctrl_c_while_the_trainer_builds_stops_at_update_0(tmp_path, monkeypatch
     assert ckpt.load_checkpoint(run_dir)["ppo"]["updates"] == 4
 
 
+def test_ppokit_train_loads_torch_only_inside_the_start_up_hold(tmp_path):
+    """A Ctrl-C that lands in torch's import can be swallowed there (the run then trains on as if
+    none had come: CI saw exit 0); so `ppokit train` may load torch only once the hold is on."""
+    probe = (
+        "import sys\n"
+        "import ppokit.faults as faults\n"
+        "enter = faults.HeldInterrupt.__enter__\n"
+        "def report(self):\n"
+        "    print('torch before the hold:', 'torch' in sys.modules)\n"
+        "    return enter(self)\n"
+        "faults.HeldInterrupt.__enter__ = report\n"
+        "from ppokit.cli import main\n"
+        "sys.exit(main(['train', '--print-config']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=cli_env(tmp_path),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "torch before the hold: False" in proc.stdout
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_start_up_prints_one_line(tmp_path):
     """SIGINT while `ppokit train` imports and builds: exit 130, `interrupted`, no traceback,
