@@ -378,8 +378,6 @@ def cmd_train(ns: argparse.Namespace) -> int:
     # its first step boundary (an update-0 checkpoint), as one during training does. Every
     # import that loads torch belongs inside: a Ctrl-C raised in torch's import can be lost.
     with HeldInterrupt() as start_up:
-        from ppokit.distributed import teardown
-
         trainer = build_trainer(ns)
     if trainer is None:  # --print-config
         return 0
@@ -388,9 +386,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
     if trainer.is_main:  # torchrun: rank 0 reports for every rank
         print(f"run directory: {trainer.run_dir}", flush=True)
     result = trainer.train()
-    # Under torchrun, leave the process group before the interpreter exits: left to exit-time
-    # destructors, gloo's threads can abort the process (exit -6) after a run that finished.
-    teardown()
+    # Under torchrun the process group is left at exit (distributed.setup registers teardown).
     if not trainer.is_main:
         return 130 if result.interrupted else 0
     if result.eval is not None:
