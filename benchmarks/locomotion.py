@@ -9,13 +9,15 @@ seeds: terrain, start, commands).
     python benchmarks/locomotion.py --curve DIR   # every checkpoint in DIR: the learning curve
 
 On the batched task, `--envs-per-level` envs per terrain level run `--max-steps` steps each
-(episodes auto-reset; no curriculum, no pushes; observation noise as in training), and the
+(episodes auto-reset; no curriculum, no pushes; observation noise as in training unless
+`--obs-noise` sets its level), and the
 errors are also reported per command bin (standing: a zero command; else the largest of |vx|,
 |vy| in m/s and |yaw rate| in rad/s names it forward, lateral or turning) and per terrain level.
 A row "velocity averaged over 1 s" compares the command with the velocity's mean over the last
 second instead (on the steps whose last second had one command and one episode): what is left
 once the torso's oscillation within a stride is taken out, i.e. how well the gait's mean speed
-follows the command.
+follows the command. A row "action change per step" gives the unscaled term of the action-rate
+penalty, sum over joints of (a_t - a_t-1)^2: how much the policy's torques jump between steps.
 
 Per policy, means over all steps: planar tracking error |v_xy - cmd_xy| (m/s), yaw-rate error
 (rad/s), velocity along the commanded direction ("v along", m/s; standing still gives 0) next
@@ -112,10 +114,14 @@ def run_batched(act, env_id: str, per_level: int, steps: int, seed: int, kwargs:
     )
     obs = env.reset(seed=seed)
     rows: dict[str, list] = {"xy": [], "yaw": [], "level": [], "ended": []}
-    commands, velocities = [], []
+    commands, velocities, action_changes = [], [], []
+    previous = None
     for _ in range(steps):
         with torch.no_grad():
             actions = act(obs)
+        if previous is not None:
+            action_changes.append(((actions - previous) ** 2).sum(-1).numpy())
+        previous = actions
         obs, _, terminated, truncated, extras = env.step(actions)
         rows["xy"].append(extras["tracking_error_xy"])
         rows["yaw"].append(extras["tracking_error_yaw"])
@@ -139,6 +145,8 @@ def run_batched(act, env_id: str, per_level: int, steps: int, seed: int, kwargs:
         sel = data["level"] == level
         out[f"level {level}"] = (data["xy"][sel].mean(), data["yaw"][sel].mean(), int(sel.sum()))
     out["falls per 1000 steps"] = 1000 * data["ended"].mean()
+    # The action-rate reward's term, unscaled: how much the torques jump from step to step.
+    out["action change per step"] = float(np.mean(action_changes))
     return out
 
 
@@ -194,9 +202,11 @@ def curve(directory: str, args) -> None:
 
 def report_batched(policies: dict, env_id: str, args, kwargs: dict) -> None:
     seed = 10_000 + args.seed
+    noise = kwargs.get("randomization", {}).get("noise_level", 1.0)
     print(
         f"{env_id}: {args.envs_per_level} envs per terrain level, {args.max_steps} steps each,"
-        f" seed {seed}; planar error m/s / yaw-rate error rad/s (share of steps):",
+        f" seed {seed}, observation noise level {noise}; planar error m/s / yaw-rate error rad/s"
+        " (share of steps):",
         flush=True,
     )
     results = {}
@@ -209,6 +219,9 @@ def report_batched(policies: dict, env_id: str, args, kwargs: dict) -> None:
     for group in first:
         if group == "falls per 1000 steps":
             cells = [f"{results[n][group]:.1f}" for n in names]
+        elif group == "action change per step":
+            cells = [f"{results[n][group]:.2f}" for n in names]
+            group = "action change per step: sum of (a_t - a_t-1)^2"
         else:
             total = first["all"][2]
             cells = [f"{results[n][group][0]:.3f} / {results[n][group][1]:.3f}" for n in names]
@@ -238,6 +251,12 @@ def main() -> None:
     parser.add_argument("--envs-per-level", type=int, default=8, help="batched task")
     parser.add_argument(
         "--curriculum-steps", type=int, default=0, help="batched task: run the curriculum too"
+    )
+    parser.add_argument(
+        "--obs-noise",
+        type=float,
+        help="batched task: the observation noise level (randomization.noise_level; default:"
+        " the run's own, 1.0 unless it set one); 0 shows how much of the error the noise causes",
     )
     parser.add_argument("--curve", help="a folder of checkpoints: evaluate each (batched task)")
     parser.add_argument("--curve-every", type=int, default=1, help="every k-th checkpoint")
@@ -303,6 +322,9 @@ def main() -> None:
         model.eval()
         policies["trained (deterministic)"] = policy_fn(model, deterministic=True)
     if env_id.startswith("ppokit/AntLocomotionBatched"):
+        if args.obs_noise is not None:
+            randomization = {**env_kwargs.get("randomization", {}), "noise_level": args.obs_noise}
+            env_kwargs = {**env_kwargs, "randomization": randomization}
         report_batched(policies, env_id, args, env_kwargs)
         return
     seed = 10_000 + args.seed  # episodes apart from the training ones
