@@ -26,9 +26,10 @@ from ppokit.envs.locomotion_batched import (
     TERRAIN_GROUP,
     AntLocomotionBatched,
 )
+from ppokit.errors import EnvError
 
 NUM_ENVS = 4
-# noise and pushes off (they draw from the batch's RNG, which one env cannot replay); the
+# noise and pushes off (they draw from the batch's generators, which one env cannot replay); the
 # friction and mass drawn per env stay on, so the reference checks they reach the physics
 EXACT = {
     "randomization": {"noise_level": 0.0, "push_interval": 0.0},
@@ -254,6 +255,39 @@ def test_falling_over_terminates_and_only_that_env_resets():
     assert extras["final_obs"]["proprioception"][1, 2] > 0  # gravity points up in the body
     assert obs["proprioception"][1, 2] < 0  # the new episode starts upright
     assert np.linalg.norm(env.qpos[1, :2] - before[1, :2]) > 0.0
+
+
+def test_an_env_that_falls_changes_no_other_envs_commands():
+    """Two policies evaluated from one seed follow the same commands: an env that falls and
+    restarts draws its next command early, and the other envs' sequences stay as they were."""
+    kwargs = {"commands": {"resample_time": 0.1, "standing_share": 0.25}}
+    steady, falling = build(**kwargs), build(**kwargs)
+    steady.reset(seed=5)
+    falling.reset(seed=5)
+    np.testing.assert_array_equal(steady.commands, falling.commands)
+    falling.qpos[1, 3:7] = [0.0, 1.0, 0.0, 0.0]  # env 1 upside down: it falls on this step
+    zeros = torch.zeros(NUM_ENVS, 8)
+    history = {"steady": [], "falling": []}
+    for _ in range(4 * steady.command_resample_steps):
+        _, _, terminated, _, _ = falling.step(zeros)
+        steady.step(zeros)
+        history["steady"].append(steady.commands.copy())
+        history["falling"].append(falling.commands.copy())
+        assert not terminated[[0, 2, 3]].any()
+    a, b = np.array(history["steady"]), np.array(history["falling"])  # [T, N, 3]
+    np.testing.assert_array_equal(a[:, [0, 2, 3]], b[:, [0, 2, 3]])
+    assert len({tuple(c) for c in a[:, 0]}) == 5  # the others resampled: 4 commands after the first
+    # env 1 restarted at once: its next command is the one the steady env 1 reaches later
+    np.testing.assert_array_equal(b[0, 1], a[steady.command_resample_steps - 1, 1])
+
+
+def test_a_saved_state_without_the_command_and_noise_streams_is_refused():
+    env = build()
+    env.reset(seed=0)
+    state = env.state_dict()
+    del state["noise_rng"], state["command_key"]
+    with pytest.raises(EnvError, match="no noise_rng, command_key .*the episodes restart"):
+        env.load_state_dict(state)
 
 
 def test_a_simulation_that_blows_up_terminates():

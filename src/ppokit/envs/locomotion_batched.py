@@ -289,6 +289,23 @@ def ant_xml(terrain: np.ndarray, cfg: LocomotionConfig, resolution: float) -> st
     return xml.replace("</actuator>", f"</actuator>\n  <sensor>{touch}</sensor>")
 
 
+RANDOM_STREAMS = ("rng", "noise_rng")
+
+
+def random_streams(seed: int | None) -> tuple[np.random.Generator, np.random.Generator, int]:
+    """Generators for everything else and for the observation noise, and the key of the
+    commands' per-env streams (`command_stream`)."""
+    sequence = np.random.SeedSequence(seed)
+    rng, noise = (np.random.default_rng(child) for child in sequence.spawn(2))
+    return rng, noise, int(sequence.generate_state(1, np.uint64)[0])
+
+
+def command_stream(key: int, env: int, draw: int) -> np.random.Generator:
+    """The generator of env `env`'s `draw`-th command: a function of the seed, the env and the
+    count alone, so that what one env does (a fall, a reset) never changes another's commands."""
+    return np.random.default_rng([key, env, draw])
+
+
 class Terrain:
     """Heights of MuJoCo's heightfield, vectorized: each cell is the two triangles MuJoCo
     collides with and casts rays against (split along the diagonal from (row, col) to (row+1,
@@ -352,6 +369,7 @@ class AntLocomotionBatched:
     STATE_ARRAYS = (
         "commands",
         "command_steps",
+        "command_draws",
         "episode_steps",
         "last_actions",
         "last_dof_vel",
@@ -416,11 +434,15 @@ class AntLocomotionBatched:
         self.command_resample_steps = max(int(round(cfg.commands.resample_time / self.dt)), 1)
         rnd = cfg.randomization
         self.push_steps = int(round(rnd.push_interval / self.dt)) if rnd.push_interval else 0
-        self.rng = np.random.default_rng()
+        # The commands and the observation noise have their own random streams, so that two
+        # policies evaluated from one seed follow the same commands (each env's own sequence)
+        # and, until an env resets early, see the same noise.
+        self.rng, self.noise_rng, self.command_key = random_streams(None)
         self.steps = 0
         # per-env state (see STATE_ARRAYS)
         self.commands = np.zeros((n, 3))
         self.command_steps = np.zeros(n, dtype=np.int64)
+        self.command_draws = np.zeros(n, dtype=np.int64)
         self.episode_steps = np.zeros(n, dtype=np.int64)
         self.last_actions = np.zeros((n, self.nu))
         self.last_dof_vel = np.zeros((n, model.nv - 6))
@@ -521,9 +543,10 @@ class AntLocomotionBatched:
         rnd = self.cfg.randomization
         if rnd.noise_level:
             m = len(proprio)
-            proprio = proprio + self.noise_scales * self.rng.uniform(-1, 1, proprio.shape)
-            lin_vel += rnd.noise_level * rnd.noise_lin_vel * self.rng.uniform(-1, 1, (m, 3))
-            scan = scan + rnd.noise_level * rnd.noise_height * self.rng.uniform(-1, 1, scan.shape)
+            noise = self.noise_rng
+            proprio = proprio + self.noise_scales * noise.uniform(-1, 1, proprio.shape)
+            lin_vel += rnd.noise_level * rnd.noise_lin_vel * noise.uniform(-1, 1, (m, 3))
+            scan = scan + rnd.noise_level * rnd.noise_height * noise.uniform(-1, 1, scan.shape)
         privileged = np.concatenate(
             [
                 k["v_body"],
@@ -607,10 +630,17 @@ class AntLocomotionBatched:
             return
         low = np.array([c.lin_vel_x[0], c.lin_vel_y[0], c.ang_vel_yaw[0]])
         high = np.array([c.lin_vel_x[1], c.lin_vel_y[1], c.ang_vel_yaw[1]])
-        cmd = self.rng.uniform(low, high, (m, 3))
+        draws = np.array(
+            [
+                command_stream(self.command_key, i, d).random(4)
+                for i, d in zip(ids, self.command_draws[ids])
+            ]
+        )
+        self.command_draws[ids] += 1
+        cmd = low + (high - low) * draws[:, :3]
         slow = np.linalg.norm(cmd[:, :2], axis=1) < c.min_speed
         cmd[slow, :2] = 0.0
-        standing = self.rng.random(m) < c.standing_share
+        standing = draws[:, 3] < c.standing_share
         cmd[standing] = 0.0
         self.commands[ids] = cmd
         self.command_steps[ids] = 0
@@ -667,8 +697,10 @@ class AntLocomotionBatched:
 
     # --- TensorSim ------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> dict[str, torch.Tensor]:
-        """Reset every env; `seed` seeds the whole batch (levels, tiles, parameters, episodes)."""
-        self.rng = np.random.default_rng(seed)
+        """Reset every env; `seed` seeds the whole batch (levels, tiles, parameters, episodes,
+        commands, observation noise)."""
+        self.rng, self.noise_rng, self.command_key = random_streams(seed)
+        self.command_draws[:] = 0
         n, t, rnd = self.num_envs, self.cfg.terrain, self.cfg.randomization
         if t.fixed_levels is not None:
             levels = np.asarray(t.fixed_levels, dtype=np.int64)
@@ -786,24 +818,33 @@ class AntLocomotionBatched:
     def state_dict(self) -> dict:
         state = {name: getattr(self, name).copy() for name in self.STATE_ARRAYS}
         state["mujoco"] = self.batch.state.copy()  # mjSTATE_INTEGRATION rows
-        state["rng"] = self.rng.bit_generator.state
+        for name in RANDOM_STREAMS:
+            state[name] = getattr(self, name).bit_generator.state
+        state["command_key"] = self.command_key
         state["steps"] = self.steps
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        from ppokit.errors import EnvError
+
+        missing = [name for name in (*RANDOM_STREAMS, "command_key") if name not in state]
+        if missing:  # saved before the commands and the noise had their own streams
+            raise EnvError(
+                f"the saved env state has no {', '.join(missing)} (saved by an older ppokit);"
+                " the episodes restart"
+            )
         for name in self.STATE_ARRAYS:
             setattr(self, name, np.array(state[name], dtype=getattr(self, name).dtype))
         if state["mujoco"].shape != self.batch.state.shape:
-            from ppokit.errors import EnvError
-
             raise EnvError(
                 f"the saved MuJoCo state has shape {state['mujoco'].shape}, this batch's"
                 f" {self.batch.state.shape}; build the env as the saved run did"
             )
         self.batch.state[:] = state["mujoco"]
         self._apply_parameters()
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = state["rng"]
+        for name in RANDOM_STREAMS:
+            getattr(self, name).bit_generator.state = state[name]
+        self.command_key = int(state["command_key"])
         self.steps = int(state["steps"])
 
     # --- rendering -------------------------------------------------------------------------------
