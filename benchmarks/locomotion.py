@@ -248,7 +248,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=500)
     parser.add_argument("--env", help="with --baselines-only: the env id")
     parser.add_argument("--baselines-only", action="store_true")
-    parser.add_argument("--envs-per-level", type=int, default=8, help="batched task")
+    parser.add_argument(
+        "--envs-per-level", type=int, default=32, help="batched task (32: ~380 commands)"
+    )
     parser.add_argument(
         "--curriculum-steps", type=int, default=0, help="batched task: run the curriculum too"
     )
