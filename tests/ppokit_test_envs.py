@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 COUNTDOWN = "ppokit-test/Countdown-v0"
 MATRIX_ACTION = "ppokit-test/MatrixAction-v0"
@@ -204,3 +205,25 @@ class Faulty(gym.Env):
 
 
 _register(FAULTY, Faulty, max_episode_steps=50)
+
+
+SLOW_CARTPOLE = "ppokit-test/SlowCartPole-v0"
+
+
+class SlowCartPole(CartPoleEnv):
+    """CartPole-v1 whose every step also sleeps ``seconds``: a short training that still takes
+    seconds of wall time on any machine, so a test can stop it part-way (a tuner's pruner) and see
+    that it stopped, however fast the CPU runs the rest."""
+
+    def __init__(self, seconds: float = 0.002, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seconds = seconds
+
+    def step(self, action):
+        import time
+
+        time.sleep(self.seconds)
+        return super().step(action)
+
+
+_register(SLOW_CARTPOLE, SlowCartPole, max_episode_steps=500)

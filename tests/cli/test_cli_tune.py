@@ -208,9 +208,12 @@ def test_a_killed_worker_s_trial_is_retried_and_the_study_completes(tmp_path):
 def test_the_median_pruner_stops_a_trial_that_learns_nothing(tmp_path):
     # Trial 0 is the preset's lr (1e-3: learns); lr 1e-7 learns nothing. With one finished
     # trial the median pruner stops a trial below it after the first third of training.
+    # CartPole steps that sleep 2 ms: the 2,048 steps left after the pruner's verdict take
+    # >= 4 s on any CPU, so the stop is seen (plain CartPole's took < 1 s, under the 0.5 s poll).
     space = write_space(tmp_path, "algo.lr: {choices: [1.0e-3, 1.0e-7]}\n")
     out = tmp_path / "study"
-    args = [*TINY, "--steps", "3072", "--eval-every", "256", "--space", space, "--trials", "3"]
+    args = [*TINY, "--set", "env.id=ppokit_test_envs:ppokit-test/SlowCartPole-v0"]
+    args += ["--steps", "3072", "--eval-every", "256", "--space", space, "--trials", "2"]
     args += ["--sampler", "random", "--sampler-seed", "3", "--prune-after", "1", "--out", out]
     proc = ppokit_cli("tune", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
