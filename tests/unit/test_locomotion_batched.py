@@ -109,10 +109,24 @@ class OneAnt:
         }
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool]:
-        r = self.cfg.rewards
+        r, c = self.cfg.rewards, self.cfg.control
         action = np.clip(action, -1.0, 1.0)
-        self.data.ctrl[:] = action
+        if c.type == "position":  # PD to a target in the joint's range, written out by hand
+            joint = self.model.actuator_trnid[:, 0]
+            lo, hi = self.model.jnt_range[joint].T
+            target = (lo + hi) / 2 + (hi - lo) / 2 * action
+            self.data.ctrl[:] = target
+            qadr, vadr = self.model.jnt_qposadr[joint], self.model.jnt_dofadr[joint]
+        else:
+            self.data.ctrl[:] = action
         for _ in range(self.frame_skip):
+            if c.type == "position":  # the torque of this physics step, from its start state
+                pd = (
+                    c.stiffness * (target - self.data.qpos[qadr]) - c.damping * self.data.qvel[vadr]
+                )
+                torque = np.clip(pd, -150.0, 150.0)
+            else:
+                torque = 150.0 * action
             mujoco.mj_step(self.model, self.data)
         touch = self.data.sensordata.copy()  # computed in the last substep, as the batch's
         rot, yaw = self.frame()
@@ -148,7 +162,7 @@ class OneAnt:
             "ang_vel_xy": w_body[0] ** 2 + w_body[1] ** 2,
             "orientation": gravity[0] ** 2 + gravity[1] ** 2,
             "base_height": (height - r.base_height_target) ** 2,
-            "torques": np.sum((150.0 * action) ** 2),
+            "torques": np.sum(torque**2),
             "dof_acc": np.sum(((dq - self.last_dof_vel) / self.dt) ** 2),
             "action_rate": np.sum((action - self.last_action) ** 2),
             "dof_pos_limits": np.sum(np.maximum(mid - half - q, 0) + np.maximum(q - mid - half, 0)),
@@ -182,8 +196,12 @@ def random_actions(steps: int, n: int, seed: int = 0) -> list[torch.Tensor]:
     return [torch.rand(n, 8, generator=g) * 2.4 - 1.2 for _ in range(steps)]  # some clipped
 
 
-def test_steps_match_the_one_env_reference():
-    env = build()
+POSITION_CONTROL = {"type": "position", "stiffness": 400.0, "damping": 20.0}
+
+
+@pytest.mark.parametrize("control", [{}, POSITION_CONTROL], ids=["torque", "position"])
+def test_steps_match_the_one_env_reference(control):
+    env = build(control=control)
     env.reset(seed=3)
     actions = random_actions(60, NUM_ENVS)
     for a in actions[:10]:  # away from the reset pose: feet on the ground, air times running
@@ -363,11 +381,32 @@ def test_registered_id_builds_through_make_env_as_a_torch_env():
         env.close()
 
 
+def test_position_control_holds_each_joint_at_its_target():
+    # An Ant standing on flat ground, one constant action: every joint settles at the middle of
+    # its range + action x half the range (the ankles carry the body: within 0.01 rad).
+    env = build(control=POSITION_CONTROL, terrain={"fixed_levels": [0]})
+    env.reset(seed=1)
+    action = torch.tensor([0.5, 0.2, -0.5, 0.0, 0.3, -0.2, -0.3, 0.1]).repeat(NUM_ENVS, 1)
+    for _ in range(100):
+        *_, terminated, _, _ = env.step(action)
+        assert not terminated.any()
+    # ant.xml's actuators, in order: hip_4, ankle_4, hip_1, ankle_1, ..., ankle_3; its ranges
+    ranges = np.radians([[-30, 30], [30, 70], [-30, 30], [30, 70],
+                         [-30, 30], [-70, -30], [-30, 30], [-70, -30]])  # fmt: skip
+    qpos_of = [6, 7, 0, 1, 2, 3, 4, 5]  # the joints' order in qpos: hip_1, ankle_1, ...
+    target = ranges.mean(1) + (ranges[:, 1] - ranges[:, 0]) / 2 * action[0].numpy()
+    np.testing.assert_allclose(
+        env.qpos[:, 7:][:, qpos_of], np.tile(target, (NUM_ENVS, 1)), atol=0.01
+    )
+
+
 def test_unknown_config_keys_are_refused_with_the_valid_ones():
     with pytest.raises(TypeError, match="torques"):
         AntLocomotionBatched(1, rewards={"torque": -1.0})
     with pytest.raises(TypeError, match="rewards"):
         AntLocomotionBatched(1, reward={"torques": -1.0})
+    with pytest.raises(ValueError, match="control.type 'pd' is not one of torque, position"):
+        AntLocomotionBatched(1, control={"type": "pd"})
 
 
 def test_render_follows_the_torso_and_draws_the_command_in_green():

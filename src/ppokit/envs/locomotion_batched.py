@@ -90,7 +90,7 @@ class RewardScales:
     ang_vel_xy: float = -0.02  # roll and pitch rates^2
     orientation: float = -1.0  # |gravity_xy in the body frame|^2 (0 when level)
     base_height: float = 0.0  # (torso height above the terrain - base_height_target)^2
-    torques: float = -1.0e-6  # sum of joint torques^2 (N m; gear 150 x action)
+    torques: float = -1.0e-6  # sum of joint torques^2 (N m) in the step's last physics step
     dof_acc: float = -2.5e-7  # sum of joint accelerations^2
     action_rate: float = -0.01  # |action - previous action|^2
     dof_pos_limits: float = -1.0  # how far joints are beyond their soft limits (rad)
@@ -155,8 +155,29 @@ class RandomizationConfig:
 
 
 @dataclass
+class ControlConfig:
+    """How an action in [-1, 1] drives each joint. ``torque``: Ant-v5's motors, 150 N m x action.
+    ``position``: legged_gym's PD control, the action sets the joint's target (the middle of its
+    range + action x half the range) and MuJoCo applies stiffness x (target - q) - damping x dq,
+    limited to +-150 N m, at every physics step (the damping implicit, so stiff gains stay
+    stable at 10 ms)."""
+
+    type: str = "torque"  # torque | position
+    stiffness: float = 400.0  # N m / rad (position); the joints' armature is 1 kg m^2
+    damping: float = 20.0  # N m s / rad (position)
+
+    def __post_init__(self) -> None:
+        if self.type not in CONTROL_TYPES:
+            raise ValueError(f"control.type {self.type!r} is not one of {', '.join(CONTROL_TYPES)}")
+
+
+CONTROL_TYPES = ("torque", "position")
+
+
+@dataclass
 class LocomotionConfig:
     rewards: RewardScales = field(default_factory=RewardScales)
+    control: ControlConfig = field(default_factory=ControlConfig)
     commands: CommandConfig = field(default_factory=CommandConfig)
     terrain: TerrainConfig = field(default_factory=TerrainConfig)
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
@@ -286,6 +307,14 @@ def ant_xml(terrain: np.ndarray, cfg: LocomotionConfig, resolution: float) -> st
     for i, name in enumerate(legs):
         add_site(name, f"body_leg_{i}", 0.1, whole=True)
     touch = "".join(f'<touch name="{s}" site="{s}"/>' for s in sensors)
+    if cfg.control.type == "position":  # ctrl is the target angle in rad (set in step())
+        c = cfg.control
+        xml = re.sub(
+            r'<motor ctrllimited="true" ctrlrange="-1.0 1.0" joint="(\w+)" gear="150"/>',
+            rf'<position joint="\1" kp="{c.stiffness}" kv="{c.damping}" ctrllimited="false"'
+            ' forcelimited="true" forcerange="-150 150"/>',
+            xml,
+        )
     return xml.replace("</actuator>", f"</actuator>\n  <sensor>{touch}</sensor>")
 
 
@@ -413,9 +442,16 @@ class AntLocomotionBatched:
         self.ctrl = self.batch.bind("ctrl")
         self.sensordata = self.batch.bind("sensordata")
         self.nu = model.nu
+        self.actuator_force = self.batch.bind("actuator_force")
         self.gear = model.actuator_gear[:, 0].copy()
         ranges = model.jnt_range[1:]  # hinge joints in qpos order
         mid, half = ranges.mean(axis=1), (ranges[:, 1] - ranges[:, 0]) / 2
+        # ctrl = ctrl_offset + ctrl_scale * action: the motors' torque fraction, or a PD target
+        joints = model.actuator_trnid[:, 0] - 1  # the hinge (qpos order) each actuator drives
+        if cfg.control.type == "position":
+            self.ctrl_offset, self.ctrl_scale = mid[joints], half[joints]
+        else:
+            self.ctrl_offset, self.ctrl_scale = np.zeros(model.nu), np.ones(model.nu)
         soft = cfg.rewards.soft_dof_pos_limit
         self.soft_limits = np.stack([mid - soft * half, mid + soft * half], axis=1)
         self.init_qpos = model.qpos0.copy()
@@ -592,7 +628,7 @@ class AntLocomotionBatched:
             elif name == "base_height":
                 out[name] = (k["height"] - r.base_height_target) ** 2
             elif name == "torques":
-                out[name] = np.sum((actions * self.gear) ** 2, axis=1)
+                out[name] = np.sum((self.actuator_force * self.gear) ** 2, axis=1)
             elif name == "dof_acc":
                 out[name] = np.sum(((k["dof_vel"] - self.last_dof_vel) / self.dt) ** 2, axis=1)
             elif name == "action_rate":
@@ -718,7 +754,7 @@ class AntLocomotionBatched:
     def step(self, actions: torch.Tensor) -> tuple:
         cfg = self.cfg
         a = np.clip(actions.detach().cpu().numpy().astype(np.float64), -1.0, 1.0)
-        self.ctrl[:] = a
+        self.ctrl[:] = self.ctrl_offset + self.ctrl_scale * a
         failed = np.zeros(self.num_envs, dtype=bool)
         # MuJoCo resets a simulation whose state blew up (bad qpos/qvel/qacc) to the model's
         # initial pose and counts a warning; such an env's episode ends here

@@ -289,7 +289,7 @@ def make_torch_env(
     steps = max_episode_steps if max_episode_steps is not None else DEFAULT_MAX_STEPS[env_id]
     try:
         sim = task(num_envs=num_envs, device=device, max_episode_steps=steps, **(kwargs or {}))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # bad kwargs: unknown keys, values out of range
         raise EnvError(f"cannot build environment {env_id!r}: {e}") from None
     return TorchVecEnv(sim, name=env_id)
 
