@@ -7,6 +7,8 @@ folder on PYTHONPATH.
 
 from __future__ import annotations
 
+import time
+
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
@@ -180,8 +182,6 @@ class Faulty(gym.Env):
         return self.x.copy(), {}
 
     def step(self, action):
-        import time
-
         self.steps += 1
         self.x = np.clip(self.x + 0.1 * float(np.asarray(action).ravel()[0]), -10, 10)
         obs, reward = self.x.copy(), float(-np.square(self.x).sum())
@@ -220,8 +220,6 @@ class SlowCartPole(CartPoleEnv):
         self.seconds = seconds
 
     def step(self, action):
-        import time
-
         time.sleep(self.seconds)
         return super().step(action)
 

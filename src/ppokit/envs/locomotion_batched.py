@@ -154,6 +154,9 @@ class RandomizationConfig:
     noise_height: float = 0.1
 
 
+CONTROL_TYPES = ("torque", "position")
+
+
 @dataclass
 class ControlConfig:
     """How an action in [-1, 1] drives each joint. ``torque``: Ant-v5's motors, 150 N m x action.
@@ -169,9 +172,6 @@ class ControlConfig:
     def __post_init__(self) -> None:
         if self.type not in CONTROL_TYPES:
             raise ValueError(f"control.type {self.type!r} is not one of {', '.join(CONTROL_TYPES)}")
-
-
-CONTROL_TYPES = ("torque", "position")
 
 
 @dataclass
@@ -309,10 +309,11 @@ def ant_xml(terrain: np.ndarray, cfg: LocomotionConfig, resolution: float) -> st
     touch = "".join(f'<touch name="{s}" site="{s}"/>' for s in sensors)
     if cfg.control.type == "position":  # ctrl is the target angle in rad (set in step())
         c = cfg.control
+        # the motor's gear (150 N m at action 1) becomes the PD torque's limit
         xml = re.sub(
-            r'<motor ctrllimited="true" ctrlrange="-1.0 1.0" joint="(\w+)" gear="150"/>',
+            r'<motor ctrllimited="true" ctrlrange="-1.0 1.0" joint="(\w+)" gear="(\d+)"/>',
             rf'<position joint="\1" kp="{c.stiffness}" kv="{c.damping}" ctrllimited="false"'
-            ' forcelimited="true" forcerange="-150 150"/>',
+            r' forcelimited="true" forcerange="-\2 \2"/>',
             xml,
         )
     return xml.replace("</actuator>", f"</actuator>\n  <sensor>{touch}</sensor>")
