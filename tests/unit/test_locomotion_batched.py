@@ -242,6 +242,29 @@ def test_every_term_is_exercised_and_a_zero_scale_is_not_computed():
         assert term in seen
 
 
+def test_each_terms_share_of_the_reward_is_logged_and_they_sum_to_the_reward():
+    """infos["log"] carries reward_<term>: the term's scale x dt x value, averaged over the
+    envs; without only_positive_rewards' clipping they add up to the mean reward."""
+    rewards = {"only_positive_rewards": False, "termination": -2.0, "stand_still": 0.0}
+    env = build(rewards=rewards)
+    env.reset(seed=4)
+    env.qpos[2, 3:7] = [0.0, 1.0, 0.0, 0.0]  # env 2 upside down: one termination to log
+    for t, a in enumerate(random_actions(12, NUM_ENVS)):
+        _, reward, terminated, _, extras = env.step(a)
+        log = extras["log"]
+        shares = {k: v for k, v in log.items() if k.startswith("reward_")}
+        assert "reward_stand_still" not in shares  # a term that is off is not logged
+        assert sum(shares.values()) == pytest.approx(reward.mean().item(), rel=1e-6, abs=1e-9)
+        # the tracking kernel from the command and the velocity the step reports
+        cmd, vel = extras["command"], extras["velocity"]
+        kernel = np.exp(-np.sum((cmd[:, :2] - vel[:, :2]) ** 2, axis=1) / 0.25)
+        assert log["reward_tracking_lin_vel"] == pytest.approx(env.dt * kernel.mean(), rel=1e-9)
+        expected = -2.0 * env.dt * terminated.double().mean().item()
+        assert log["reward_termination"] == pytest.approx(expected, abs=1e-12)
+        if t == 0:
+            assert terminated[2] and log["reward_termination"] < 0
+
+
 def test_time_out_truncates_with_the_final_observation_and_resets():
     env = build(max_steps=5)
     env.reset(seed=1)

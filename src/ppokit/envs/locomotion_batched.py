@@ -771,9 +771,14 @@ class AntLocomotionBatched:
         k = self._kinematics(slice(None))
         terms = self.reward_terms(k, a, sensors)
         reward = np.zeros(self.num_envs)
+        # each term's share of the mean reward, logged (env/reward_<term>) to see what the
+        # policy is paid for; before only_positive_rewards' clipping, termination added below
+        shares: dict[str, float] = {}
         for name, value in terms.items():
             if name != "termination":
-                reward += self.scales[name] * self.dt * value
+                scaled = self.scales[name] * self.dt * value
+                reward += scaled
+                shares[f"reward_{name}"] = float(scaled.mean())
         if cfg.rewards.only_positive_rewards:
             reward = np.clip(reward, 0.0, None)
         self._update_air_time(sensors)
@@ -792,6 +797,9 @@ class AntLocomotionBatched:
         terminated = failed | ~finite | ~upright | (height < 0.2) | (height > 1.0)
         if cfg.rewards.termination:
             reward += cfg.rewards.termination * self.dt * terminated
+            shares["reward_termination"] = float(
+                cfg.rewards.termination * self.dt * terminated.mean()
+            )
         limit = self.max_episode_steps
         truncated = ~terminated & (
             (self.episode_steps >= limit) if limit else np.zeros_like(terminated)
@@ -814,6 +822,7 @@ class AntLocomotionBatched:
                 "tracking_error_xy": float(error_xy.mean()),
                 "tracking_error_yaw": float(error_yaw.mean()),
                 "terrain_level": float(self.levels.mean()),
+                **shares,
             },
         }
         # the next command shows in this observation, so the policy sees it before acting on it
