@@ -94,7 +94,11 @@ class EnvConfig:
     max_episode_steps: int | None = opt(
         None, "override the env's time limit (truncation); null: the env's own", ge=1
     )
-    kwargs: dict = opt({}, "extra keyword arguments for gymnasium.make")
+    kwargs: dict = opt(
+        {},
+        "extra keyword arguments for gymnasium.make, merged key by key (nested mappings too)"
+        " into the preset's or config's",
+    )
     finite_horizon: bool = opt(
         False,
         "the time limit is part of the task: treat truncation as termination (no bootstrap"
@@ -614,8 +618,21 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], where: str) -> 
         *parents, leaf = key.split(".")
         for p in parents:
             obj = getattr(obj, p)
+        if key == "env.kwargs":  # over a preset's: `{rewards: {torques: 0}}` keeps its `control`
+            value = merge_kwargs(obj.kwargs, value)
         setattr(obj, leaf, value)
     return cfg
+
+
+def merge_kwargs(base: dict, extra: dict) -> dict:
+    """`extra` over `base`; where both hold a mapping under a key, merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_kwargs(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def copy_config(cfg: TrainConfig) -> TrainConfig:

@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ppokit.config import EnvConfig
+from ppokit.config import EnvConfig, merge_kwargs
 from ppokit.envs.base import StepResult
 from ppokit.envs.gym_env import GymVecEnv
 from ppokit.errors import ConfigError, EnvError
@@ -288,17 +288,6 @@ def parse_env_kwargs(value: str | dict | None) -> dict:
             f"--env-kwargs must be a mapping such as '{{frame_skip: 4}}', got {value!r}"
         )
     return parsed
-
-
-def merge_kwargs(base: dict, extra: dict) -> dict:
-    """`extra` over `base`; where both hold a mapping under a key, merged key by key."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_kwargs(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def run_eval(

@@ -301,6 +301,25 @@ def test_configs_do_not_share_mutable_defaults():
     assert b.policy.actor_hidden == [64, 64] and b.env.kwargs == {}
 
 
+def test_env_kwargs_merge_key_by_key_into_the_presets():
+    """A flag or file naming env.kwargs adds to the preset's: nested mappings merge, a value
+    given replaces the preset's, and keys the flag leaves out keep the preset's values."""
+    preset = load_config(preset="ant-locomotion-batched-gru").env.kwargs
+    assert preset["control"]["type"] == "position"
+    merged = load_config(
+        preset="ant-locomotion-batched-gru",
+        overrides={"env.kwargs": {"rewards": {"torques": 0.0}, "control": {"damping": 10.0}}},
+    ).env.kwargs
+    assert merged == {
+        "control": {**preset["control"], "damping": 10.0},
+        "rewards": {"torques": 0.0},
+    }
+    ant = load_config(preset="ant", overrides={"env.kwargs": {"ctrl_cost_weight": 0.1}})
+    assert ant.env.kwargs == {"include_cfrc_ext_in_observation": False, "ctrl_cost_weight": 0.1}
+    # a YAML file over the defaults (as a run's saved config.yaml is read) holds just its own
+    assert load_config(overrides={"env.kwargs": {"g": 9.5}}).env.kwargs == {"g": 9.5}
+
+
 # --- command-line values -----------------------------------------------------------------------
 
 
