@@ -505,6 +505,12 @@ class Objective:
 
     def run(self, trial) -> float:
         optuna = _optuna()
+        # The trial's first heartbeat, now: Optuna's heartbeat thread records it when it gets to
+        # run, and a worker killed before that leaves the trial RUNNING without a heartbeat,
+        # which fail_stale_trials never fails, so the study would wait on it forever.
+        storage = trial.study._storage
+        if getattr(storage, "get_heartbeat_interval", lambda: None)():
+            storage.record_heartbeat(trial._trial_id)
         params = {key: suggest(trial, p) for key, p in self.space.items()}
         name = f"trial {trial.number}"
         frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)

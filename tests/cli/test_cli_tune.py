@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -179,6 +180,9 @@ def test_a_killed_worker_s_trial_is_retried_and_the_study_completes(tmp_path):
         cmd, cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE, text=True
     )
     pids, lines, killed = {}, [], None
+    # a study that never completes fails the test instead of hanging it (the read below blocks)
+    watchdog = threading.Timer(300, parent.kill)
+    watchdog.start()
     try:
         for line in parent.stdout:
             lines.append(line)
@@ -190,6 +194,7 @@ def test_a_killed_worker_s_trial_is_retried_and_the_study_completes(tmp_path):
                 killed = int(m[1])
         assert parent.wait(timeout=240) == 0, "".join(lines)
     finally:
+        watchdog.cancel()
         if parent.poll() is None:
             parent.kill()
     rows = {int(r["number"]): r for r in read_trials(out)}
