@@ -114,7 +114,7 @@ class OneAnt:
         if c.type == "position":  # PD to a target in the joint's range, written out by hand
             joint = self.model.actuator_trnid[:, 0]
             lo, hi = self.model.jnt_range[joint].T
-            target = (lo + hi) / 2 + (hi - lo) / 2 * action
+            target = (lo + hi) / 2 + (hi - lo) / 2 * c.action_scale * action
             self.data.ctrl[:] = target
             qadr, vadr = self.model.jnt_qposadr[joint], self.model.jnt_dofadr[joint]
         else:
@@ -199,7 +199,11 @@ def random_actions(steps: int, n: int, seed: int = 0) -> list[torch.Tensor]:
 POSITION_CONTROL = {"type": "position", "stiffness": 400.0, "damping": 20.0}
 
 
-@pytest.mark.parametrize("control", [{}, POSITION_CONTROL], ids=["torque", "position"])
+@pytest.mark.parametrize(
+    "control",
+    [{}, POSITION_CONTROL, {**POSITION_CONTROL, "action_scale": 0.5}],
+    ids=["torque", "position", "position-half-scale"],
+)
 def test_steps_match_the_one_env_reference(control):
     env = build(control=control)
     env.reset(seed=3)
@@ -430,6 +434,8 @@ def test_unknown_config_keys_are_refused_with_the_valid_ones():
         AntLocomotionBatched(1, reward={"torques": -1.0})
     with pytest.raises(ValueError, match="control.type 'pd' is not one of torque, position"):
         AntLocomotionBatched(1, control={"type": "pd"})
+    with pytest.raises(ValueError, match=r"control.action_scale 0.0 must be in \(0, 1\]"):
+        AntLocomotionBatched(1, control={"type": "position", "action_scale": 0.0})
 
 
 def test_render_follows_the_torso_and_draws_the_command_in_green():

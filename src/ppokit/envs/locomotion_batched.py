@@ -161,17 +161,22 @@ CONTROL_TYPES = ("torque", "position")
 class ControlConfig:
     """How an action in [-1, 1] drives each joint. ``torque``: Ant-v5's motors, 150 N m x action.
     ``position``: legged_gym's PD control, the action sets the joint's target (the middle of its
-    range + action x half the range) and MuJoCo applies stiffness x (target - q) - damping x dq,
-    limited to +-150 N m, at every physics step (the damping implicit, so stiff gains stay
-    stable at 10 ms)."""
+    range + action x action_scale x half the range) and MuJoCo applies stiffness x (target - q)
+    - damping x dq, limited to +-150 N m, at every physics step (the damping implicit, so stiff
+    gains stay stable at 10 ms)."""
 
     type: str = "torque"  # torque | position
     stiffness: float = 400.0  # N m / rad (position); the joints' armature is 1 kg m^2
     damping: float = 20.0  # N m s / rad (position)
+    # position: the share of each joint's half range an action of +-1 reaches (legged_gym keeps
+    # its targets near the standing pose with a small scale); 1 reaches the range's ends
+    action_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.type not in CONTROL_TYPES:
             raise ValueError(f"control.type {self.type!r} is not one of {', '.join(CONTROL_TYPES)}")
+        if not 0.0 < self.action_scale <= 1.0:
+            raise ValueError(f"control.action_scale {self.action_scale} must be in (0, 1]")
 
 
 @dataclass
@@ -450,7 +455,8 @@ class AntLocomotionBatched:
         # ctrl = ctrl_offset + ctrl_scale * action: the motors' torque fraction, or a PD target
         joints = model.actuator_trnid[:, 0] - 1  # the hinge (qpos order) each actuator drives
         if cfg.control.type == "position":
-            self.ctrl_offset, self.ctrl_scale = mid[joints], half[joints]
+            self.ctrl_offset = mid[joints]
+            self.ctrl_scale = cfg.control.action_scale * half[joints]
         else:
             self.ctrl_offset, self.ctrl_scale = np.zeros(model.nu), np.ones(model.nu)
         soft = cfg.rewards.soft_dof_pos_limit
