@@ -67,11 +67,13 @@ def opt(
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
+    merge: bool = False,
     **kwargs: Any,
 ) -> Any:
     """A dataclass field with a help text and, for a number or a list of numbers, its range
-    (`ge`/`gt`/`le`/`lt`; on a list, each item's). Mutable defaults are copied per instance."""
-    metadata = {"help": help, "range": Range(ge, gt, le, lt)}
+    (`ge`/`gt`/`le`/`lt`; on a list, each item's). Mutable defaults are copied per instance.
+    `merge`: a mapping set over an earlier one (a flag over a preset) merges into it key by key."""
+    metadata = {"help": help, "range": Range(ge, gt, le, lt), "merge": merge}
     if isinstance(default, (list, dict)):
         value = default
         return field(
@@ -98,6 +100,7 @@ class EnvConfig:
         {},
         "extra keyword arguments for gymnasium.make, merged key by key (nested mappings too)"
         " into the preset's or config's",
+        merge=True,
     )
     finite_horizon: bool = opt(
         False,
@@ -618,8 +621,8 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], where: str) -> 
         *parents, leaf = key.split(".")
         for p in parents:
             obj = getattr(obj, p)
-        if key == "env.kwargs":  # over a preset's: `{rewards: {torques: 0}}` keeps its `control`
-            value = merge_kwargs(obj.kwargs, value)
+        if _FIELDS[key][1].metadata.get("merge"):  # `{rewards: {...}}` keeps a preset's `control`
+            value = merge_kwargs(getattr(obj, leaf), value)
         setattr(obj, leaf, value)
     return cfg
 

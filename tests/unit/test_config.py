@@ -316,7 +316,7 @@ def test_env_kwargs_merge_key_by_key_into_the_presets():
     }
     ant = load_config(preset="ant", overrides={"env.kwargs": {"ctrl_cost_weight": 0.1}})
     assert ant.env.kwargs == {"include_cfrc_ext_in_observation": False, "ctrl_cost_weight": 0.1}
-    # a YAML file over the defaults (as a run's saved config.yaml is read) holds just its own
+    # over the defaults (empty kwargs, as a run's saved config.yaml is read) it stays as given
     assert load_config(overrides={"env.kwargs": {"g": 9.5}}).env.kwargs == {"g": 9.5}
 
 

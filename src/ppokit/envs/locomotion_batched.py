@@ -802,10 +802,9 @@ class AntLocomotionBatched:
         height = k["height"]
         terminated = failed | ~finite | ~upright | (height < 0.2) | (height > 1.0)
         if cfg.rewards.termination:
-            reward += cfg.rewards.termination * self.dt * terminated
-            shares["reward_termination"] = float(
-                cfg.rewards.termination * self.dt * terminated.mean()
-            )
+            penalty = cfg.rewards.termination * self.dt * terminated
+            reward += penalty
+            shares["reward_termination"] = float(penalty.mean())
         limit = self.max_episode_steps
         truncated = ~terminated & (
             (self.episode_steps >= limit) if limit else np.zeros_like(terminated)
